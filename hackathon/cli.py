@@ -1,0 +1,134 @@
+"""`hackathon` command line. Thin on purpose: every command calls one function in a task/tool module.
+
+Heavy libraries (torch, NeMo, onnxruntime, docker) are imported inside those functions only, so
+`hackathon --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from hackathon.errors import HackathonError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(help="Raw recordings and images to scored models: asr, tts, detect.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Audio and image data tools (ingest, validate, resample, split, demo data).",
+                       no_args_is_help=True)
+asr_app = typer.Typer(help="ASR tools: transcribe, export.", no_args_is_help=True)
+tts_app = typer.Typer(help="TTS tools: synthesize.", no_args_is_help=True)
+detect_app = typer.Typer(help="Detection data tools: ingest, split, balance, roboflow.", no_args_is_help=True)
+ngc_app = typer.Typer(help="NGC (nvcr.io) docker login for the TAO images.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(asr_app, name="asr")
+app.add_typer(tts_app, name="tts")
+app.add_typer(detect_app, name="detect")
+app.add_typer(ngc_app, name="ngc")
+
+
+def friendly_errors(fn):
+    """Print HackathonError as message + fix and exit non-zero, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HackathonError as exc:
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            if exc.fix:
+                err_console.print(f"[bold yellow]fix:[/] {exc.fix}", highlight=False)
+            raise typer.Exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted: run the same command again to resume.[/]")
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- run / doctor
+
+@app.command()
+@friendly_errors
+def run(
+    task: str = typer.Argument(..., help="asr | tts | detect | all"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value spec overrides (OmegaConf dotted keys)."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec name in specs/<task>/ or a YAML path (default: demo)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<task>/<time>-<user>, "
+                                           "or the newest run with the same config, which is resumed)."),
+    from_stage: Optional[str] = typer.Option(None, "--from", help="Re-run from this stage on."),
+    only: Optional[str] = typer.Option(None, "--only", help="Run just this stage."),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage even if done."),
+    new: bool = typer.Option(False, "--new", help="Start a fresh run dir even if a run with the same config exists."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if the GPU is held by another run."),
+):
+    """Run a pipeline (resumable: the same command again skips finished stages)."""
+    from hackathon.pipelines import run_pipelines
+
+    run_pipelines(task, overrides or [], spec=spec, run_dir=run_dir, from_stage=from_stage, only=only,
+                  force=force, new=new, wait=not no_wait, echo=console.print)
+
+
+@app.command()
+@friendly_errors
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    task: Optional[str] = typer.Option(None, "--task", help="Exit 1 only when a check this task needs fails."),
+):
+    """Check the machine: tools, docker, GPUs, NGC login, disk, library versions — each with its fix."""
+    from hackathon.doctor import run_checks, print_checks, exit_code
+
+    checks = run_checks()
+    if as_json:
+        print(json.dumps([c.as_dict() for c in checks], indent=2))
+    else:
+        print_checks(checks, console)
+    raise typer.Exit(exit_code(checks, task))
+
+
+# ---------------------------------------------------------------- ngc
+
+@ngc_app.command("login")
+@friendly_errors
+def ngc_login(
+    key_file: Optional[Path] = typer.Option(None, "--key-file", help="File holding the key (must be chmod 600)."),
+    registry: str = typer.Option("nvcr.io", "--registry"),
+):
+    """docker login nvcr.io with the NGC API key from $NGC_API_KEY, --key-file, or a hidden prompt."""
+    from hackathon.ngc import login
+
+    console.print(login(key_file=key_file, registry=registry))
+
+
+@ngc_app.command("status")
+@friendly_errors
+def ngc_status(registry: str = typer.Option("nvcr.io", "--registry")):
+    """Which docker config file (if any) holds the nvcr.io credential docker will actually read."""
+    from hackathon.ngc import status
+
+    console.print(status(registry=registry))
+
+
+@ngc_app.command("logout")
+@friendly_errors
+def ngc_logout(registry: str = typer.Option("nvcr.io", "--registry")):
+    """docker logout nvcr.io."""
+    from hackathon.ngc import logout
+
+    console.print(logout(registry=registry))
+
+
+def main() -> None:  # pragma: no cover - console script entry is `app`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,38 @@
+"""Where things live: the repo's specs, the default runs directory, the demo data cache."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPECS_DIR = REPO_ROOT / "specs"
+TASKS = ("asr", "tts", "detect")
+
+
+def runs_root() -> Path:
+    """Root of all run directories; HACKATHON_RUNS overrides (e.g. a shared disk on the workstation)."""
+    return Path(os.environ.get("HACKATHON_RUNS", REPO_ROOT / "runs"))
+
+
+def demo_data_root() -> Path:
+    """Generated demo datasets are cached here (git-ignored); HACKATHON_DEMO_DATA overrides."""
+    return Path(os.environ.get("HACKATHON_DEMO_DATA", REPO_ROOT / "demo_data"))
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry inside some containers
+        return str(os.getuid())
+
+
+def default_run_dir(task: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return runs_root() / task / f"{stamp}-{current_user()}"
+
+
+def spec_path(task: str, name: str = "demo") -> Path:
+    return SPECS_DIR / task / f"{name}.yaml"

@@ -1,0 +1,285 @@
+"""The stage loop: one run = one directory; stages skip when their fingerprint is unchanged.
+
+Run dir layout (everything a later stage needs is read from here, never from memory — that is what
+makes kill -9 + rerun safe):
+    config.yaml        resolved spec + overrides
+    meta.json          who/where/versions/git sha/data fingerprint, per-stage status and times
+    stages/<name>.done the fingerprint the stage finished with
+    logs/ checkpoints/ metrics.json report.html
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
+from hackathon.config import cfg_slice, load_config, to_yaml
+from hackathon.errors import HackathonError
+from hackathon.fingerprint import combine, obj_fingerprint, path_fingerprint
+from hackathon.logs import attach_run_log, detach_run_log, get_logger
+from hackathon.paths import REPO_ROOT, current_user, default_run_dir, runs_root
+
+log = get_logger("hackathon.runner")
+
+# Versions recorded in meta.json; read from package metadata, so nothing heavy is imported.
+RECORDED_PACKAGES = ("hackathon", "torch", "torchvision", "nemo_toolkit", "lightning", "pytorch-lightning",
+                     "hydra-core", "omegaconf", "onnxruntime", "pycocotools", "docker", "numpy")
+
+
+@dataclass
+class Stage:
+    """A named step of a pipeline. `fn(ctx)` writes its outputs under ctx.run_dir."""
+
+    name: str
+    fn: Callable[["RunContext"], None]
+    config_keys: tuple[str, ...] = ()  # spec sections that change this stage's result
+    inputs: Callable[["RunContext"], Sequence[Path]] | None = None  # external files/dirs it reads
+
+
+@dataclass
+class RunContext:
+    task: str
+    run_dir: Path
+    cfg: Any  # OmegaConf DictConfig
+    meta: dict = field(default_factory=dict)
+    stage: str | None = None
+    resuming: bool = False  # True when the current stage was interrupted before and is re-entered
+
+    @property
+    def log(self):
+        return get_logger(f"hackathon.{self.task}")
+
+    def path(self, *parts: str, mkdir_parent: bool = True) -> Path:
+        p = self.run_dir.joinpath(*parts)
+        if mkdir_parent:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def dir(self, *parts: str) -> Path:
+        p = self.run_dir.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir("checkpoints")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir("logs")
+
+    def record(self, **values: Any) -> None:
+        """Add facts to the current stage's entry in meta.json (e.g. resumed_from, batch_size)."""
+        entry = self.meta.setdefault("stages", {}).setdefault(self.stage or "_run", {})
+        entry.update(values)
+        self.save_meta()
+
+    def set_data_fingerprint(self, fp: str) -> None:
+        self.meta["data_fingerprint"] = fp
+        self.save_meta()
+
+    def save_meta(self) -> None:
+        atomic_write_json(self.run_dir / "meta.json", self.meta)
+
+    def read_metrics(self) -> dict:
+        return read_json(self.run_dir / "metrics.json", default={}) or {}
+
+    def write_metrics(self, values: dict) -> dict:
+        """Merge `values` into metrics.json (flat keys)."""
+        metrics = self.read_metrics()
+        metrics.update(values)
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+
+def pipeline_module(task: str):
+    try:
+        return importlib.import_module(f"tasks.{task}.pipeline")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"tasks.{task}.pipeline":
+            raise HackathonError(f"The {task} pipeline is not built yet (tasks/{task}/pipeline.py missing).")
+        raise
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        sha = out.stdout.strip()
+        if not sha:
+            return None
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except Exception:
+        return None
+
+
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def config_hash(cfg) -> str:
+    from omegaconf import OmegaConf
+
+    return obj_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+
+
+def find_resumable_run(task: str, cfg_hash: str) -> Path | None:
+    """The newest run of this task by this user with the same resolved config — so that typing the
+    same command again resumes instead of starting over."""
+    task_dir = runs_root() / task
+    if not task_dir.is_dir():
+        return None
+    for d in sorted(task_dir.iterdir(), reverse=True):
+        meta = read_json(d / "meta.json", default=None) if d.is_dir() else None
+        if meta and meta.get("config_hash") == cfg_hash and meta.get("user") == current_user():
+            return d
+    return None
+
+
+def _stage_fingerprint(ctx: RunContext, stage: Stage, previous: str) -> str:
+    parts = [previous, stage.name, obj_fingerprint(cfg_slice(ctx.cfg, stage.config_keys))]
+    if stage.inputs is not None:
+        parts += [path_fingerprint(p) for p in stage.inputs(ctx)]
+    return combine(*parts)
+
+
+def _select(stages: list[Stage], from_stage: str | None, only: str | None) -> tuple[set[str], set[str]]:
+    """(stages to consider, stages forced to re-run)."""
+    names = [s.name for s in stages]
+    for wanted in (from_stage, only):
+        if wanted is not None and wanted not in names:
+            raise HackathonError(f"No stage named {wanted!r}.", fix=f"Stages of this task: {', '.join(names)}.")
+    if only:
+        return {only}, {only}
+    if from_stage:
+        i = names.index(from_stage)
+        return set(names), set(names[i:])
+    return set(names), set()
+
+
+def prepare_run(task: str, overrides: Sequence[str] = (), spec: str | None = None,
+                run_dir: str | os.PathLike | None = None, new: bool = False) -> RunContext:
+    cfg = load_config(task, spec, overrides)
+    chash = config_hash(cfg)
+    if run_dir is not None:
+        rd = Path(run_dir)
+    else:
+        rd = None if new else find_resumable_run(task, chash)
+        rd = rd or default_run_dir(task)
+    rd = rd.resolve()
+    rd.mkdir(parents=True, exist_ok=True)
+    meta = read_json(rd / "meta.json", default=None) or {}
+    if meta.get("config_hash") not in (None, chash):
+        log.info("config changed since the last start of %s: stages whose inputs changed will re-run", rd)
+    meta.update({
+        "task": task,
+        "run_dir": str(rd),
+        "user": current_user(),
+        "host": socket.gethostname(),
+        "git_sha": git_sha(),
+        "versions": package_versions(),
+        "config_hash": chash,
+        "argv_overrides": list(overrides),
+    })
+    meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    meta.setdefault("stages", {})
+    ctx = RunContext(task=task, run_dir=rd, cfg=cfg, meta=meta)
+    atomic_write_text(rd / "config.yaml", to_yaml(cfg))
+    ctx.save_meta()
+    return ctx
+
+
+def execute_stages(ctx: RunContext, stages: list[Stage], from_stage: str | None = None,
+                   only: str | None = None, force: bool = False, echo: Callable[[str], None] = print) -> None:
+    considered, forced = _select(stages, from_stage, only)
+    previous = ""
+    stages_dir = ctx.dir("stages")
+    for i, stage in enumerate(stages):
+        if i == 1 and ctx.meta.get("data_fingerprint"):
+            # The first stage (prepare) records the data fingerprint: new data re-runs everything after it.
+            previous = combine(previous, ctx.meta["data_fingerprint"])
+        fp = _stage_fingerprint(ctx, stage, previous)
+        previous = fp
+        if stage.name not in considered:
+            continue
+        done_file = stages_dir / f"{stage.name}.done"
+        entry = ctx.meta["stages"].setdefault(stage.name, {})
+        if not force and stage.name not in forced and done_file.exists() and done_file.read_text().strip() == fp:
+            echo(f"[skip] {stage.name}: done, inputs unchanged")
+            continue
+        ctx.stage = stage.name
+        ctx.resuming = entry.get("status") in ("running", "failed", "interrupted")
+        if ctx.resuming:
+            echo(f"[resume] {stage.name}: last attempt ended as '{entry.get('status')}'; picking up its outputs")
+        entry.update({"status": "running", "start": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "attempts": entry.get("attempts", 0) + 1, "resumed": ctx.resuming})
+        entry.pop("error", None)
+        entry.pop("end", None)
+        ctx.save_meta()
+        echo(f"[run] {stage.name}")
+        t0 = time.time()
+        try:
+            stage.fn(ctx)
+        except KeyboardInterrupt:
+            entry.update({"status": "interrupted", "seconds": round(time.time() - t0, 2)})
+            ctx.save_meta()
+            raise
+        except BaseException as exc:
+            entry.update({"status": "failed", "seconds": round(time.time() - t0, 2),
+                          "error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__})
+            ctx.save_meta()
+            log.error("stage %s failed:\n%s", stage.name, traceback.format_exc())
+            raise
+        entry.update({"status": "done", "end": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      "seconds": round(time.time() - t0, 2)})
+        atomic_write_text(done_file, fp + "\n")
+        ctx.save_meta()
+    ctx.stage = None
+
+
+def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
+             run_dir: str | os.PathLike | None = None, from_stage: str | None = None,
+             only: str | None = None, force: bool = False, new: bool = False, wait: bool = True,
+             echo: Callable[[str], None] = print) -> RunContext:
+    """`hackathon run TASK`: resolve config, pick/create the run dir, run the task's stages."""
+    ctx = prepare_run(task, overrides, spec, run_dir, new)
+    stages = pipeline_module(task).build_stages(ctx.cfg)
+    handler = attach_run_log(ctx.run_dir)
+    echo(f"run dir: {ctx.run_dir}")
+    log.info("run %s started by %s on %s (overrides: %s)", task, ctx.meta["user"], ctx.meta["host"], list(overrides))
+    ctx.meta["status"] = "running"
+    ctx.save_meta()
+    try:
+        execute_stages(ctx, stages, from_stage, only, force, echo)
+        ctx.meta["status"] = "done"
+    except KeyboardInterrupt:
+        ctx.meta["status"] = "interrupted"
+        raise
+    except BaseException:
+        ctx.meta["status"] = "failed"
+        raise
+    finally:
+        ctx.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        ctx.save_meta()
+        detach_run_log(handler)
+    return ctx
