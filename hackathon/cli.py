@@ -126,6 +126,23 @@ def ngc_logout(registry: str = typer.Option("nvcr.io", "--registry")):
     console.print(logout(registry=registry))
 
 
+# ---------------------------------------------------------------- data: audio (issue 3)
+
+@data_app.command("synth-speech")
+@friendly_errors
+def data_synth_speech(
+    task: str = typer.Option(..., "--task", help="asr (16 kHz, many voices) | tts (22.05 kHz, one voice)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (new or empty, or an earlier synth-speech output)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same corpus."),
+):
+    """Generate the Mandarin demo speech corpus (espeak-ng) with NeMo train/val/test manifests."""
+    from data_tools.speech_synth import synth_speech
+
+    summary = synth_speech(task, out, seed=seed)
+    console.print(f"{summary['task']}: {summary['counts']} clips at {summary['sample_rate']} Hz in "
+                  f"{summary['seconds']} s -> {summary['out_dir']}", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 

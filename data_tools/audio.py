@@ -1,0 +1,196 @@
+"""The one audio helper: read any format, write 16-bit WAV atomically, resample, convert in parallel.
+
+Every other module (prepare-audio, TTS cleaning, phrase split, ASR/TTS pipelines) reads and writes
+audio through here, so format quirks are handled once. Arrays are float32 in [-1, 1]: shape (n,) for
+mono, (n, channels) for multi-channel — the soundfile convention.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import soundfile as sf
+
+from hackathon.atomic import atomic_path
+from hackathon.errors import HackathonError
+
+# Formats libsndfile reads natively; anything else (mp3 on old libsndfile, m4a/aac, webm...) goes to ffmpeg.
+_FFMPEG_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class ConversionOutcome:
+    """Result of converting one file in a batch: the batch never stops on a bad file."""
+
+    src: str
+    dst: str
+    ok: bool
+    duration: float = 0.0
+    source_rate: int = 0
+    source_channels: int = 0
+    error: str = ""
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise HackathonError(f"{path}: no such audio file", fix="check the path (and that the disk is mounted)")
+    if not os.access(path, os.R_OK):
+        raise HackathonError(f"{path}: audio file is not readable (permission denied)",
+                             fix=f"chmod a+r '{path}' or copy it somewhere readable")
+    if path.is_dir():
+        raise HackathonError(f"{path}: is a directory, not an audio file", fix="pass the audio file itself")
+    if path.stat().st_size == 0:
+        raise HackathonError(f"{path}: audio file is empty (0 bytes)",
+                             fix="re-export or re-copy the recording; the upload probably failed")
+
+
+def _probe_with_ffmpeg(path: Path) -> tuple[int, int]:
+    """(sample_rate, channels) of the first audio stream, or a HackathonError saying it is not audio."""
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "a:0",
+           "-show_entries", "stream=sample_rate,channels", "-of", "json", str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_FFMPEG_TIMEOUT_S)
+    except FileNotFoundError as exc:
+        raise HackathonError(f"{path}: format needs ffmpeg to decode but ffprobe is not installed",
+                             fix="apt-get install ffmpeg") from exc
+    streams = []
+    if proc.returncode == 0:
+        try:
+            streams = json.loads(proc.stdout or "{}").get("streams", [])
+        except json.JSONDecodeError:
+            streams = []
+    if not streams:
+        detail = (proc.stderr or "").strip().splitlines()
+        reason = detail[-1] if detail else "no audio stream found"
+        raise HackathonError(f"{path}: not a readable audio file ({reason})",
+                             fix="check the file plays in a media player; re-export it as WAV/FLAC/MP3")
+    stream = streams[0]
+    return int(stream["sample_rate"]), int(stream["channels"])
+
+
+def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    sr, channels = _probe_with_ffmpeg(path)
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0",
+           "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(sr), "-"]
+    proc = subprocess.run(cmd, capture_output=True, timeout=_FFMPEG_TIMEOUT_S)
+    if proc.returncode != 0 or not proc.stdout:
+        reason = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["decoded nothing"])[-1]
+        raise HackathonError(f"{path}: ffmpeg could not decode the audio ({reason})",
+                             fix="the file is probably truncated or corrupt; re-export or re-copy it")
+    audio = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    usable = len(audio) - len(audio) % channels
+    audio = audio[:usable].reshape(-1, channels)
+    return (audio[:, 0].copy() if channels == 1 else audio), sr
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read any audio file as float32: (samples,) for mono or (samples, channels), and its sample rate.
+
+    soundfile (libsndfile: wav, flac, ogg, mp3) first; ffmpeg for everything else (m4a, aac, webm...).
+    A file that neither can read raises HackathonError naming it.
+    """
+    path = Path(path)
+    _check_readable(path)
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        audio, sr = _decode_with_ffmpeg(path)
+    if audio.size == 0:
+        raise HackathonError(f"{path}: audio file holds no samples (truncated header-only file?)",
+                             fix="re-export or re-copy the recording")
+    return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
+
+
+def audio_duration(path: str | os.PathLike) -> float:
+    """Duration in seconds, from the header when soundfile can read it (fast), else by decoding."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+        if info.frames > 0:
+            return info.frames / float(info.samplerate)
+    except (sf.LibsndfileError, RuntimeError):
+        pass
+    audio, sr = read_audio(path)
+    return len(audio) / float(sr)
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Average the channels (a (n, ch) array becomes (n,)); mono input is returned as is."""
+    return audio if audio.ndim == 1 else audio.mean(axis=1).astype(np.float32)
+
+
+def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """High-quality resampling with soxr (the same library sox uses); no-op when the rates match."""
+    if sr_in == sr_out:
+        return audio.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(audio, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sr: int) -> Path:
+    """Write 16-bit PCM WAV atomically (a kill mid-write never leaves a torn file). Clips to [-1, 1]."""
+    path = Path(path)
+    clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), clipped, int(sr), subtype="PCM_16", format="WAV")
+    return path
+
+
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike, sr: int, channels: int = 1) -> ConversionOutcome:
+    """Read `src` (any format), mix to `channels` (1 = mono), resample to `sr`, write 16-bit WAV `dst`.
+
+    Raises HackathonError for an unreadable source; use convert_many for batches that must go on.
+    """
+    audio, sr_in = read_audio(src)
+    source_channels = 1 if audio.ndim == 1 else audio.shape[1]
+    if channels == 1:
+        audio = to_mono(audio)
+    elif audio.ndim == 1:
+        audio = np.repeat(audio[:, None], channels, axis=1)
+    elif audio.shape[1] != channels:
+        raise HackathonError(f"{src}: has {audio.shape[1]} channels, cannot map to {channels}",
+                             fix="convert with channels=1 (mono) or the file's own channel count")
+    audio = resample(audio, sr_in, sr)
+    write_wav(dst, audio, sr)
+    return ConversionOutcome(str(src), str(dst), True, duration=len(audio) / float(sr),
+                             source_rate=sr_in, source_channels=source_channels)
+
+
+def _convert_one(job: tuple[str, str, int, int]) -> ConversionOutcome:
+    src, dst, sr, channels = job
+    try:
+        return convert_file(src, dst, sr, channels)
+    except HackathonError as exc:
+        return ConversionOutcome(src, dst, False, error=exc.message)
+    except Exception as exc:  # a corrupt file must not stop the batch; report what happened
+        return ConversionOutcome(src, dst, False, error=f"{src}: {type(exc).__name__}: {exc}")
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def convert_many(pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]], sr: int, channels: int = 1,
+                 workers: int | None = None) -> list[ConversionOutcome]:
+    """Convert (src, dst) pairs in a process pool; returns one outcome per pair, in order.
+
+    Why fast: decoding and soxr resampling happen in-process (no ffmpeg start-up per file) and the
+    pool keeps every core busy. Bad files come back as ok=False with the reason; the rest go on.
+    """
+    jobs: Sequence[tuple[str, str, int, int]] = [(str(s), str(d), int(sr), int(channels)) for s, d in pairs]
+    if not jobs:
+        return []
+    workers = workers or default_workers()
+    if workers == 1 or len(jobs) < 4:
+        return [_convert_one(job) for job in jobs]
+    chunksize = max(1, len(jobs) // (workers * 4))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_convert_one, jobs, chunksize=chunksize))
