@@ -13,7 +13,11 @@ from hackathon.paths import SPECS_DIR, spec_path
 def resolve_spec_file(task: str, spec: str | None) -> Path:
     """`spec` may be None (the task's demo spec), a name in specs/<task>/, or a file path."""
     if spec is None:
-        return spec_path(task, "demo")
+        default = spec_path(task, "demo")
+        if not default.exists():
+            raise HackathonError(f"The {task} demo spec {default} is missing.",
+                                 fix="Restore it from git (git checkout -- specs/) or pass --spec FILE.")
+        return default
     p = Path(spec)
     if p.suffix in (".yaml", ".yml") and p.exists():
         return p

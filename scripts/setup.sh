@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian/Ubuntu machine: system tools (when root/sudo is available),
+# a .venv at the repo root, and `pip install -e .[all,dev]` (skipped when pyproject.toml is unchanged).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(ffmpeg sox espeak-ng docker.io libsndfile1)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo"; else SUDO="none"; fi
+  if [ "$SUDO" = "none" ] || ! command -v apt-get >/dev/null; then
+    echo "setup: missing system packages: ${missing[*]} — install them with your package manager (needs root)." >&2
+  else
+    echo "setup: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "setup: $PYTHON is older than 3.10; set PYTHON=/path/to/python3.10+" >&2; exit 1
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+
+stamp=".venv/.hackathon-installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch stays unpinned: the registry's CUDA build also runs on CPU, with a matching torchvision.
+  .venv/bin/python -m pip install -q -e ".[all,dev]"
+  rm -f .venv/.hackathon-installed-*
+  touch "$stamp"
+fi
+echo "setup: ok (.venv/bin/hackathon)"
