@@ -94,6 +94,42 @@ def doctor(
     raise typer.Exit(exit_code(checks, task))
 
 
+# ---------------------------------------------------------------- team: gpus / runs / score (issue 6)
+
+@app.command()
+@friendly_errors
+def gpus(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Each GPU (and stand-in lock key): who holds it, for which run, since when, queue, memory used."""
+    from hackathon.gpus import show_gpus
+
+    show_gpus(console, as_json=as_json)
+
+
+@app.command()
+@friendly_errors
+def runs(
+    task: Optional[str] = typer.Option(None, "--task", help="Only this task (asr, tts, detect)."),
+    user: Optional[str] = typer.Option(None, "--user", help="Only this user's runs."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Every recorded run (newest first): task, user, status, times, metrics, run dir."""
+    from hackathon.registry import show_runs
+
+    show_runs(console, task=task, user=user, as_json=as_json)
+
+
+@app.command()
+@friendly_errors
+def score(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write an index page linking every run's report."),
+):
+    """Team scoreboard: best run per task (ASR CER, TTS DNSMOS OVRL then PESQ, detect mAP@.5) and who made it."""
+    from hackathon.scoreboard import score as show_score
+
+    show_score(console, as_json=as_json, html_path=html)
+
+
 # ---------------------------------------------------------------- ngc
 
 @ngc_app.command("login")

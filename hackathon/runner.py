@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hackathon import gpus, registry
 from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
 from hackathon.config import cfg_slice, load_config, to_yaml
 from hackathon.errors import HackathonError
@@ -257,6 +258,21 @@ def execute_stages(ctx: RunContext, stages: list[Stage], from_stage: str | None 
     ctx.stage = None
 
 
+def _finish_team_records(ctx: RunContext, error: BaseException | None, echo: Callable[[str], None]) -> None:
+    """Registry row (status, metrics.json) and report.html at the end of every run, failed ones too.
+    Their own failures are logged, never raised over the run's real outcome."""
+    try:
+        registry.record_run_end(ctx, error)
+    except Exception as exc:
+        log.warning("could not record the run in the registry: %s", exc)
+    try:
+        from hackathon.report import write_run_report
+
+        echo(f"report: {write_run_report(ctx.run_dir)}")
+    except Exception:
+        log.warning("could not write report.html:\n%s", traceback.format_exc())
+
+
 def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
              run_dir: str | os.PathLike | None = None, from_stage: str | None = None,
              only: str | None = None, force: bool = False, new: bool = False, wait: bool = True,
@@ -267,19 +283,32 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
     handler = attach_run_log(ctx.run_dir)
     echo(f"run dir: {ctx.run_dir}")
     log.info("run %s started by %s on %s (overrides: %s)", task, ctx.meta["user"], ctx.meta["host"], list(overrides))
-    ctx.meta["status"] = "running"
+    ctx.meta["status"] = "queued"
     ctx.save_meta()
+    team_records = registry.is_rank_zero()  # DDP child processes leave registry and report to rank 0
+    error: BaseException | None = None
     try:
-        execute_stages(ctx, stages, from_stage, only, force, echo)
+        if team_records:
+            registry.record_run_start(ctx)
+        with gpus.run_device_locks(ctx, wait=wait, echo=echo):
+            ctx.meta["status"] = "running"
+            ctx.save_meta()
+            if team_records:
+                registry.record_run_status(ctx)
+            execute_stages(ctx, stages, from_stage, only, force, echo)
         ctx.meta["status"] = "done"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         ctx.meta["status"] = "interrupted"
+        error = exc
         raise
-    except BaseException:
+    except BaseException as exc:
         ctx.meta["status"] = "failed"
+        error = exc
         raise
     finally:
         ctx.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         ctx.save_meta()
+        if team_records:
+            _finish_team_records(ctx, error, echo)
         detach_run_log(handler)
     return ctx

@@ -1,0 +1,210 @@
+"""The team's run registry: one SQLite table of every run (who, what, where, status, metrics).
+
+Many processes write it at once (every `hackathon run` at start and end), so: WAL journal (readers never
+block the writer), a busy timeout, every write in a BEGIN IMMEDIATE transaction (takes the write lock
+up front, so two writers can't deadlock upgrading a read lock), and a retry loop on "database is locked".
+Keep the file on local disk: SQLite's WAL mode does not work over NFS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from hackathon.errors import HackathonError
+from hackathon.logs import get_logger
+from hackathon.paths import runs_root
+
+log = get_logger("hackathon.registry")
+
+BUSY_TIMEOUT_MS = 30_000
+RETRIES = 20
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_dir TEXT PRIMARY KEY,          -- absolute path: one row per run directory (a resumed run updates it)
+    task TEXT NOT NULL,
+    user TEXT,
+    host TEXT,
+    config_hash TEXT,
+    data_fingerprint TEXT,
+    status TEXT,                       -- queued | running | done | failed | interrupted
+    started TEXT,
+    ended TEXT,
+    metrics TEXT,                      -- metrics.json as JSON text
+    gpus TEXT,                         -- JSON list of the lock keys the run held
+    error TEXT,
+    updated REAL                       -- unix time of the last write
+);
+CREATE INDEX IF NOT EXISTS runs_task ON runs(task);
+CREATE INDEX IF NOT EXISTS runs_user ON runs(user);
+"""
+
+COLUMNS = ("run_dir", "task", "user", "host", "config_hash", "data_fingerprint", "status", "started", "ended",
+           "metrics", "gpus", "error", "updated")
+
+
+def registry_path() -> Path:
+    """HACKATHON_REGISTRY, default <runs root>/registry.sqlite."""
+    return Path(os.environ.get("HACKATHON_REGISTRY", runs_root() / "registry.sqlite"))
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    msg = str(exc).lower()
+    return "locked" in msg or "busy" in msg
+
+
+def connect(path: str | os.PathLike | None = None) -> sqlite3.Connection:
+    path = Path(path) if path else registry_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists()
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise HackathonError(f"Cannot open the run registry {path}: {exc}",
+                             fix="Set HACKATHON_REGISTRY to a writable file on local disk (not NFS).")
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+    _retry(lambda: conn.executescript(SCHEMA))
+    if new:
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o664)  # the team shares it
+    return conn
+
+
+def _retry(fn):
+    """Run fn, retrying with jittered back-off while another process holds the write lock."""
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or attempt == RETRIES - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.5))
+
+
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    _retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    _retry(lambda: conn.execute("COMMIT"))
+
+
+def upsert_run(row: dict, path: str | os.PathLike | None = None) -> None:
+    """Insert or update the row for row['run_dir']; keys not given keep their stored value."""
+    row = {k: v for k, v in row.items() if k in COLUMNS}
+    for key in ("metrics", "gpus"):
+        if key in row and not isinstance(row[key], (str, type(None))):
+            row[key] = json.dumps(row[key], sort_keys=True)
+    row["updated"] = time.time()
+    cols = list(row)
+    updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c != "run_dir")
+    sql = (f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+           f"ON CONFLICT(run_dir) DO UPDATE SET {updates}")
+    conn = connect(path)
+    try:
+        with _write_transaction(conn):
+            conn.execute(sql, [row[c] for c in cols])
+    finally:
+        conn.close()
+
+
+def _row_dict(r: sqlite3.Row) -> dict:
+    d = dict(r)
+    for key in ("metrics", "gpus"):
+        try:
+            d[key] = json.loads(d[key]) if d.get(key) else ({} if key == "metrics" else [])
+        except ValueError:
+            d[key] = {} if key == "metrics" else []
+    return d
+
+
+def list_runs(task: str | None = None, user: str | None = None, path: str | os.PathLike | None = None) -> list[dict]:
+    """Rows, newest first, filtered by task and/or user."""
+    where, args = [], []
+    if task:
+        where.append("task = ?")
+        args.append(task)
+    if user:
+        where.append("user = ?")
+        args.append(user)
+    sql = "SELECT * FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY started DESC, updated DESC"
+    conn = connect(path)
+    try:
+        return [_row_dict(r) for r in _retry(lambda: conn.execute(sql, args).fetchall())]
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------- the runner's calls
+
+def is_rank_zero() -> bool:
+    """False in the extra processes of a DDP run (torchrun, Lightning's launcher, other nodes): only the
+    first process of the first node records the run."""
+    return all(os.environ.get(v, "0") in ("", "0") for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def _row_from_context(ctx, **extra: Any) -> dict:
+    meta = ctx.meta
+    return {"run_dir": str(ctx.run_dir), "task": ctx.task, "user": meta.get("user"), "host": meta.get("host"),
+            "config_hash": meta.get("config_hash"), "data_fingerprint": meta.get("data_fingerprint"),
+            "status": meta.get("status"), "gpus": meta.get("gpu_locks", []), **extra}
+
+
+def record_run_start(ctx) -> None:
+    """At start: the row exists (status queued/running) even if the process is later killed -9."""
+    upsert_run(_row_from_context(ctx, started=time.strftime("%Y-%m-%dT%H:%M:%S"), ended=None, error=None))
+
+
+def record_run_status(ctx) -> None:
+    upsert_run(_row_from_context(ctx))
+
+
+def record_run_end(ctx, error: BaseException | None = None) -> None:
+    """At the end (also on failure): status, end time and the metrics read back from metrics.json."""
+    metrics = {}
+    metrics_file = Path(ctx.run_dir) / "metrics.json"
+    if metrics_file.exists():
+        try:
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        except ValueError:
+            log.warning("metrics.json in %s is not valid JSON; registering the run without metrics", ctx.run_dir)
+    message = (str(error).splitlines()[0][:500] if str(error) else type(error).__name__) if error else None
+    upsert_run(_row_from_context(ctx, ended=ctx.meta.get("finished") or time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 metrics=metrics, error=message))
+
+
+def show_runs(console, task: str | None = None, user: str | None = None, as_json: bool = False) -> list[dict]:
+    """`hackathon runs`: the registry as a table (newest first)."""
+    rows = list_runs(task, user)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return rows
+    from rich.table import Table
+
+    table = Table(title=f"Runs ({registry_path()})")
+    for col in ("task", "user", "status", "started", "ended", "metrics", "gpus", "run dir"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r["metrics"].items())[:6])
+        table.add_row(r["task"], r["user"] or "-", r["status"] or "-", r["started"] or "-", r["ended"] or "-",
+                      metrics or "-", ",".join(r["gpus"]) or "-", r["run_dir"])
+    console.print(table)
+    if not rows:
+        console.print("No runs recorded yet: `hackathon run asr` records one.")
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,165 @@
+"""The team scoreboard: the best run per task by the competition's metric, and who made it.
+
+ASR: `cer`, lowest wins. TTS: `dnsmos_ovrl` highest, ties broken by `pesq_wb` highest.
+Detection: `map50` (mAP@.5) highest. Metrics come from each run's metrics.json as recorded in the registry.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hackathon.atomic import atomic_write_text
+from hackathon.paths import TASKS
+from hackathon.registry import list_runs
+
+
+@dataclass(frozen=True)
+class Criterion:
+    key: str  # metrics.json key
+    higher_is_better: bool
+
+
+# Ordered: the first criterion decides, later ones break ties.
+COMPETITION_METRICS: dict[str, tuple[Criterion, ...]] = {
+    "asr": (Criterion("cer", higher_is_better=False),),
+    "tts": (Criterion("dnsmos_ovrl", higher_is_better=True), Criterion("pesq_wb", higher_is_better=True)),
+    "detect": (Criterion("map50", higher_is_better=True),),
+}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if value == value else None  # NaN never wins
+
+
+def _rank_key(run: dict, criteria: tuple[Criterion, ...]) -> tuple:
+    """Smaller is better; a missing tie-break metric sorts after any present one."""
+    key = []
+    for c in criteria:
+        v = _number(run["metrics"].get(c.key))
+        key.append((v is None, 0.0 if v is None else (-v if c.higher_is_better else v)))
+    return tuple(key)
+
+
+def best_runs(runs: list[dict] | None = None) -> list[dict]:
+    """One entry per task: the best scored run (or None) with its metrics and who made it."""
+    runs = list_runs() if runs is None else runs
+    board = []
+    for task in TASKS:
+        criteria = COMPETITION_METRICS[task]
+        scored = [r for r in runs if r["task"] == task and _number(r["metrics"].get(criteria[0].key)) is not None]
+        best = min(scored, key=lambda r: _rank_key(r, criteria)) if scored else None
+        board.append({
+            "task": task,
+            "metric": criteria[0].key,
+            "better": "higher" if criteria[0].higher_is_better else "lower",
+            "tie_break": [c.key for c in criteria[1:]],
+            "scored_runs": len(scored),
+            "best": None if best is None else {
+                "user": best["user"], "run_dir": best["run_dir"], "status": best["status"],
+                "ended": best["ended"], "value": best["metrics"][criteria[0].key],
+                "metrics": best["metrics"]},
+        })
+    return board
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _headline(row: dict) -> str:
+    best = row["best"]
+    keys = [row["metric"], *row["tie_break"]]
+    return "  ".join(f"{k}={_fmt(best['metrics'][k])}" for k in keys if k in best["metrics"])
+
+
+def print_scoreboard(console) -> list[dict]:
+    from rich.table import Table
+
+    board = best_runs()
+    table = Table(title="Team scoreboard (best run per task)")
+    for col in ("task", "score", "by", "other metrics", "runs", "run dir"):
+        table.add_column(col, overflow="fold")
+    for row in board:
+        best = row["best"]
+        if best is None:
+            table.add_row(row["task"], f"no scored run ({row['metric']} missing)", "-", "-", "0", "-")
+            continue
+        shown = {row["metric"], *row["tie_break"]}
+        others = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["metrics"].items()) if k not in shown)
+        table.add_row(row["task"], f"{_headline(row)} ({row['better']} is better)", best["user"] or "-",
+                      others or "-", str(row["scored_runs"]), best["run_dir"])
+    console.print(table)
+    return board
+
+
+# ----------------------------------------------------------------------------- index.html
+
+def _link(index_dir: Path, run_dir: str) -> str | None:
+    report = Path(run_dir) / "report.html"
+    if not report.exists():
+        return None
+    return Path(os.path.relpath(report, index_dir)).as_posix()
+
+
+def write_index_html(path: str | os.PathLike) -> Path:
+    """`hackathon score --html PATH`: the scoreboard plus every run, each linking its report.html."""
+    path = Path(path)
+    index_dir = path.resolve().parent
+    runs = list_runs()
+    board = best_runs(runs)
+    e = html.escape
+
+    def report_cell(run_dir: str) -> str:
+        href = _link(index_dir, run_dir)
+        return f'<a href="{e(href)}">report</a>' if href else "<i>no report</i>"
+
+    best_rows = []
+    for row in board:
+        best = row["best"]
+        if best is None:
+            best_rows.append(f"<tr><td>{e(row['task'])}</td><td colspan=4>no scored run yet</td></tr>")
+            continue
+        best_rows.append(f"<tr><td>{e(row['task'])}</td><td><b>{e(_headline(row))}</b> ({row['better']} is better)</td>"
+                         f"<td>{e(best['user'] or '-')}</td><td>{e(best['run_dir'])}</td>"
+                         f"<td>{report_cell(best['run_dir'])}</td></tr>")
+    run_rows = []
+    for r in runs:
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r["metrics"].items()))
+        run_rows.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['user'] or '-')}</td><td>{e(r['status'] or '-')}</td>"
+                        f"<td>{e(r['started'] or '-')}</td><td>{e(metrics or '-')}</td><td>{e(r['run_dir'])}</td>"
+                        f"<td>{report_cell(r['run_dir'])}</td></tr>")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>hackathon scoreboard</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:2em}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#eee}}</style></head>
+<body><h1>Team scoreboard</h1><p>Written {e(time.strftime('%Y-%m-%d %H:%M:%S'))}.
+ASR: CER (lower is better); TTS: DNSMOS OVRL then PESQ-WB (higher); detection: mAP@.5 (higher).</p>
+<table><tr><th>task</th><th>best score</th><th>by</th><th>run dir</th><th>report</th></tr>
+{''.join(best_rows)}</table>
+<h2>All runs ({len(runs)})</h2>
+<table><tr><th>task</th><th>user</th><th>status</th><th>started</th><th>metrics</th><th>run dir</th><th>report</th></tr>
+{''.join(run_rows)}</table></body></html>
+"""
+    atomic_write_text(path, page)
+    return path
+
+
+def score(console, as_json: bool = False, html_path: str | os.PathLike | None = None) -> list[dict]:
+    """`hackathon score`: print the scoreboard (table or JSON); optionally write the HTML index."""
+    if html_path is not None:
+        written = write_index_html(html_path)
+        if not as_json:
+            console.print(f"index written: {written}")
+    if as_json:
+        board = best_runs()
+        print(json.dumps(board, indent=2, default=str))
+        return board
+    return print_scoreboard(console)
