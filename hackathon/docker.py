@@ -26,6 +26,8 @@ def classify_engine_error(exc: BaseException) -> HackathonError:
     """Map a docker SDK / socket error to a HackathonError with the doctor's fix."""
     text = f"{type(exc).__name__}: {exc}"
     lowered = text.lower()
+    if is_missing_gpu_runtime(exc):
+        return HackathonError(f"The docker engine cannot give GPUs to containers ({text}).", fix=FIX_NVIDIA)
     if "permission denied" in lowered:
         return HackathonError(f"Permission denied on the docker socket ({_socket_path()}).", fix=FIX_PERMISSION)
     if any(w in lowered for w in ("no such file", "connection refused", "connection aborted", "filenotfound")):
@@ -81,3 +83,67 @@ def diagnose_engine() -> list[dict]:
                    "detail": f"runtimes: {', '.join(runtimes) or 'none'}" + ("" if has_gpu else " (no GPU on this machine)"),
                    "fix": "" if has_nvidia else FIX_NVIDIA})
     return checks
+
+
+def is_missing_gpu_runtime(exc: BaseException) -> bool:
+    """True for the engine's answers to `--gpus` when nvidia-container-toolkit is absent."""
+    lowered = str(exc).lower()
+    return any(w in lowered for w in ('could not select device driver', 'unknown runtime specified nvidia',
+                                      'nvidia-container-cli', 'nvidia-container-runtime'))
+
+
+def gpu_device_requests(gpus) -> list:
+    """docker SDK device_requests for `gpus`: "all", indexes ("0,1", 0, [0, 1]) or "none"/None (CPU only)."""
+    import docker
+
+    if gpus is None or str(gpus).strip().lower() in ("none", "", "cpu", "false"):
+        return []
+    if str(gpus).strip().lower() == "all":
+        return [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    # OmegaConf turns gpus=0 into an int and gpus=[0,1] into a ListConfig; "0,1" stays a string.
+    items = str(gpus).split(",") if isinstance(gpus, (str, int)) else list(gpus)
+    ids = [str(i).strip() for i in items if str(i).strip()]
+    bad = [i for i in ids if not i.isdigit()]
+    if bad or not ids:
+        raise HackathonError(f"gpus={gpus!r} is not 'all', 'none' or GPU indexes.",
+                             fix="Write gpus=all, gpus=none, gpus=0 or gpus=0,1 (indexes as nvidia-smi lists them).")
+    return [docker.types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+
+
+def image_present(c, image: str) -> bool:
+    """True when the engine has `image` locally."""
+    import docker
+
+    try:
+        c.images.get(image)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+    except docker.errors.APIError as exc:
+        raise classify_engine_error(exc) from exc
+
+
+def ensure_image(c, image: str, echo=print) -> None:
+    """Use the local image, else pull it with the credentials `hackathon ngc login` stored for docker.
+
+    docker-py reads the same config.json (auths / credHelpers) as the docker CLI, so the key never
+    passes through this process. Offline or unauthorised pulls become one clear error.
+    """
+    if image_present(c, image):
+        return
+    registry = image.split("/", 1)[0] if "/" in image and ("." in image.split("/", 1)[0] or ":" in image.split("/", 1)[0]) \
+        else "docker.io"
+    echo(f"image {image} is not on this machine: pulling it from {registry} (TAO images are 10-20 GB)")
+    repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    try:
+        c.images.pull(repo, tag=tag or "latest")
+    except Exception as exc:
+        text = str(exc)
+        login_hint = ("run `hackathon ngc login` (NGC API key from ngc.nvidia.com > Setup) and retry"
+                      if registry == "nvcr.io" else f"`docker login {registry}` if it is private")
+        if any(w in text.lower() for w in ("unauthorized", "denied", "authentication required", "no basic auth")):
+            raise HackathonError(f"Pulling {image} was refused by {registry}: {text}", fix=login_hint) from exc
+        raise HackathonError(
+            f"Cannot pull {image}: {registry} is unreachable or the image does not exist ({text}).",
+            fix=f"Check the image name and the network; on an offline machine `docker save` the image elsewhere "
+                f"and `docker load -i FILE` here. Credentials: {login_hint}.") from exc

@@ -1,0 +1,317 @@
+"""TAO 5 experiment specs (protobuf text format) from the YAML templates in specs/detect/tao/.
+
+A template is YAML that mirrors TAO's proto messages field for field; `key=value` overrides are merged
+into it, and `render` writes protobuf text: strings quoted and C-escaped, enums bare, maps as
+`name { key: "k" value: v }` entries, lists as repeated fields/blocks, null fields left out (TAO's
+default). `render` also returns where every path field landed (line numbers), so the mount pre-flight
+can name the spec line of a bad path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from hackathon.atomic import atomic_write_text
+from hackathon.errors import HackathonError
+from hackathon.paths import SPECS_DIR
+
+TEMPLATES_DIR = SPECS_DIR / "detect" / "tao"
+NETWORKS = ("ssd", "yolo_v3")
+NETWORK_BLOCK = {"ssd": "ssd_config", "yolo_v3": "yolov3_config"}
+
+# proto map<> fields: rendered as repeated {key value} entries.
+MAP_FIELDS = {"target_class_mapping", "image_mean"}
+# proto enum fields (written bare) and their legal values, keyed by (parent block, field).
+ENUM_FIELDS = {
+    ("regularizer", "type"): ("NO_REG", "L1", "L2"),
+    ("eval_config", "average_precision_mode"): ("SAMPLE", "INTEGRATE"),
+}
+# Fields holding filesystem paths: translated host->container and checked before a container starts.
+PATH_FIELDS = {"tfrecords_path", "image_directory_path", "label_directory_path", "root_directory_path",
+               "pretrain_model_path", "resume_model_path", "pruned_model_path", "root_path"}
+# training_config's `load_model` oneof: at most one may be set.
+LOAD_MODEL_ONEOF = ("resume_model_path", "pretrain_model_path", "pruned_model_path")
+
+
+@dataclass(frozen=True)
+class SpecField:
+    """Where a field ended up in a rendered spec (1-based line), for error messages."""
+
+    line: int
+    field: str  # dotted, e.g. dataset_config.data_sources[0].tfrecords_path
+    value: Any
+
+
+def template_path(name: str) -> Path:
+    return TEMPLATES_DIR / f"{name}.yaml"
+
+
+def load_template(name: str) -> dict:
+    """`ssd`, `yolo_v3` or `dataset_convert` as a plain nested dict (key order kept)."""
+    from omegaconf import OmegaConf
+
+    path = template_path(name)
+    if not path.exists():
+        choices = sorted(p.stem for p in TEMPLATES_DIR.glob("*.yaml"))
+        raise HackathonError(f"No TAO spec template {path}.", fix=f"Use one of {choices} (network=ssd|yolo_v3).")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+# ------------------------------------------------------------------ overrides
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _known_keys(d: Mapping, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        out.append(prefix + k)
+        if isinstance(v, Mapping) and k not in MAP_FIELDS:
+            out += _known_keys(v, prefix + k + ".")
+    return out
+
+
+def apply_overrides(spec: dict, overrides: Iterable[str] | Mapping | None, origin: str = "override") -> dict:
+    """Merge `block.field=value` strings (or a nested mapping) into `spec`, in place.
+
+    Keys must exist in the template (a typo would otherwise be silently ignored by TAO's defaults);
+    `+block.field=value` adds a field the template does not list. Lists are indexed `data_sources.0.x`.
+    """
+    if not overrides:
+        return spec
+    items = list(_flatten(overrides)) if isinstance(overrides, Mapping) else list(overrides)
+    known = set(_known_keys(spec))
+    for item in items:
+        if isinstance(item, tuple):
+            key, value, add = item[0], item[1], False
+        else:
+            if "=" not in item:
+                raise HackathonError(f"{origin} {item!r} is not key=value.",
+                                     fix="Write TAO spec overrides as block.field=value, e.g. training_config.num_epochs=5.")
+            key, raw = item.split("=", 1)
+            add = key.startswith("+")
+            key, value = key.lstrip("+"), _parse_value(raw)
+        _set_dotted(spec, key, value, add=add, known=known, origin=origin)
+    return spec
+
+
+def _flatten(m: Mapping, prefix: str = ""):
+    """(dotted key, value) leaves of a nested override mapping; maps like target_class_mapping stay whole."""
+    for k, v in m.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and k not in MAP_FIELDS and v:
+            yield from _flatten(v, key + ".")
+        else:
+            yield (key, v)
+
+
+def _set_dotted(spec: dict, key: str, value: Any, add: bool, known: set[str], origin: str) -> None:
+    parts = key.split(".")
+    plain = ".".join(p for p in parts if not p.isdigit())
+    if not add and plain not in known:
+        close = difflib.get_close_matches(plain, sorted(known), n=3)
+        raise HackathonError(
+            f"{origin}: {key!r} is not a field of this TAO spec template.",
+            fix=(f"Did you mean {close}? " if close else "") +
+                f"See {TEMPLATES_DIR}/ for the fields, or prefix the key with + to add a field TAO knows.")
+    node: Any = spec
+    for i, p in enumerate(parts[:-1]):
+        nxt_is_index = parts[i + 1].isdigit()
+        if isinstance(node, list):
+            node = node[int(p)]
+            continue
+        if p not in node or node[p] is None:
+            node[p] = [] if nxt_is_index else {}
+        node = node[p]
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = int(last)
+        while len(node) <= idx:
+            node.append({})
+        node[idx] = value
+    else:
+        node[last] = value
+
+
+# ------------------------------------------------------------------ rendering
+
+def quote(value: str) -> str:
+    """A protobuf text-format string literal: C escapes, non-ASCII bytes as octal (what CEscape does)."""
+    out = []
+    for b in value.encode("utf-8"):
+        ch = chr(b)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif 0x20 <= b < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _scalar(value: Any, parent: str, field: str, where: str) -> str:
+    enum = ENUM_FIELDS.get((parent, field))
+    if enum is not None:
+        text = str(value)
+        if text not in enum:
+            raise HackathonError(f"{where}: {text!r} is not one of {list(enum)}.", fix=f"Set {field} to one of {list(enum)}.")
+        return text
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise HackathonError(f"{where}: {value} is not a finite number.", fix="Use a finite number.")
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        return quote(str(value))
+    raise HackathonError(f"{where}: cannot write a {type(value).__name__} into a TAO spec.",
+                         fix="Use a number, true/false, a string, a list or a nested block.")
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.fields: list[SpecField] = []
+
+    def emit(self, depth: int, text: str) -> None:
+        self.lines.append("  " * depth + text)
+
+    def block(self, d: Mapping, depth: int, parent: str, path: str) -> None:
+        for field, value in d.items():
+            dotted = f"{path}.{field}" if path else field
+            if value is None:
+                continue  # TAO's default
+            if field in MAP_FIELDS and isinstance(value, Mapping):
+                for k, v in value.items():
+                    self.emit(depth, f"{field} {{")
+                    self.emit(depth + 1, f"key: {quote(str(k))}")
+                    self.emit(depth + 1, f"value: {_scalar(v, field, 'value', dotted)}")
+                    self.emit(depth, "}")
+            elif isinstance(value, Mapping):
+                self.emit(depth, f"{field} {{")
+                self.block(value, depth + 1, field, dotted)
+                self.emit(depth, "}")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Mapping):
+                        self.emit(depth, f"{field} {{")
+                        self.block(item, depth + 1, field, f"{dotted}[{i}]")
+                        self.emit(depth, "}")
+                    elif item is not None:
+                        self.emit(depth, f"{field}: {_scalar(item, parent, field, dotted)}")
+            else:
+                self.emit(depth, f"{field}: {_scalar(value, parent, field, dotted)}")
+                if field in PATH_FIELDS:
+                    self.fields.append(SpecField(len(self.lines), dotted, str(value)))
+
+
+def _check_oneof(spec: Mapping, where: str) -> None:
+    tc = spec.get("training_config") or {}
+    chosen = [k for k in LOAD_MODEL_ONEOF if tc.get(k)]
+    if len(chosen) > 1:
+        raise HackathonError(f"{where}: training_config sets {chosen}, but TAO reads only one of them (a proto oneof).",
+                             fix="Keep one: resume_model_path (continue), pretrain_model_path or pruned_model_path.")
+
+
+def render(spec: Mapping, where: str = "TAO spec") -> tuple[str, list[SpecField]]:
+    """Protobuf text for `spec` and the line of every path field in it."""
+    _check_oneof(spec, where)
+    w = _Writer()
+    w.block(spec, 0, "", "")
+    return "\n".join(w.lines) + "\n", w.fields
+
+
+def write_spec(spec: Mapping, target: Path) -> list[SpecField]:
+    text, fields = render(spec, where=str(target))
+    atomic_write_text(target, text)
+    return fields
+
+
+def path_fields(spec: Mapping) -> list[tuple[str, Any]]:
+    """(dotted field, value) of every path field in a spec dict — what the pipeline translates."""
+    _, fields = render(spec)
+    return [(f.field, f.value) for f in fields]
+
+
+def map_path_fields(spec: Any, fn, field: str = "") -> Any:
+    """A copy of `spec` with fn(dotted_field, value) applied to every non-null path field."""
+    if isinstance(spec, Mapping):
+        out = {}
+        for k, v in spec.items():
+            dotted = f"{field}.{k}" if field else k
+            if k in PATH_FIELDS and v is not None and not isinstance(v, (Mapping, list)):
+                out[k] = fn(dotted, str(v))
+            else:
+                out[k] = map_path_fields(v, fn, dotted)
+        return out
+    if isinstance(spec, list):
+        return [map_path_fields(v, fn, f"{field}[{i}]") for i, v in enumerate(spec)]
+    return spec
+
+
+# ------------------------------------------------------------------ the two spec kinds
+
+def experiment_spec(network: str, overrides: Iterable[str] | Mapping | None = None,
+                    classes: Iterable[str] | None = None) -> dict:
+    """The experiment spec dict for `network` (ssd | yolo_v3): template + overrides (+ class mapping)."""
+    if network not in NETWORKS:
+        raise HackathonError(f"network={network!r} is not a TAO detector this tool drives.",
+                             fix=f"Use network={' or network='.join(NETWORKS)}.")
+    spec = load_template(network)
+    apply_overrides(spec, overrides, origin=f"tao.experiment override ({network})")
+    if classes is not None:
+        spec["dataset_config"]["target_class_mapping"] = class_mapping(classes)
+    return spec
+
+
+def convert_spec(overrides: Iterable[str] | Mapping | None = None, classes: Iterable[str] | None = None) -> dict:
+    """The dataset_convert (kitti_config) spec dict."""
+    spec = load_template("dataset_convert")
+    apply_overrides(spec, overrides, origin="dataset_convert override")
+    if classes is not None:
+        spec["target_class_mapping"] = class_mapping(classes)
+    return spec
+
+
+def class_mapping(classes: Iterable[str]) -> dict:
+    """KITTI names are lower-case (TAO lower-cases labels when it reads them): map each to itself."""
+    return {c.lower(): c.lower() for c in classes}
+
+
+def missing_required(spec: Mapping, network: str) -> list[str]:
+    """Fields TAO needs that are still null (the pipeline fills them; a hand-made spec may not)."""
+    need = ["dataset_config.data_sources", "dataset_config.validation_data_sources"]
+    if network == "yolo_v3":
+        need += [f"yolov3_config.{k}" for k in ("big_anchor_shape", "mid_anchor_shape", "small_anchor_shape")]
+    missing = []
+    for dotted in need:
+        node: Any = spec
+        for p in dotted.split("."):
+            node = node.get(p) if isinstance(node, Mapping) else None
+        if node in (None, [], {}):
+            missing.append(dotted)
+    for src_key in ("data_sources", "validation_data_sources"):
+        for i, src in enumerate(spec.get("dataset_config", {}).get(src_key) or []):
+            if not any(src.get(k) for k in ("tfrecords_path", "label_directory_path")) or not src.get("image_directory_path"):
+                missing.append(f"dataset_config.{src_key}[{i}]")
+    return missing
