@@ -194,16 +194,30 @@ def show_runs(console, task: str | None = None, user: str | None = None, as_json
     from rich.table import Table
 
     table = Table(title=f"Runs ({registry_path()})")
-    for col in ("task", "user", "status", "started", "ended", "metrics", "gpus", "run dir"):
+    show_gpus = any(r["gpus"] for r in rows)
+    for col in ("task", "user", "status", "started", "metrics", *(["gpus"] if show_gpus else []), "run"):
         table.add_column(col, overflow="fold")
     for r in rows:
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r["metrics"].items())[:6])
-        table.add_row(r["task"], r["user"] or "-", r["status"] or "-", r["started"] or "-", r["ended"] or "-",
-                      metrics or "-", ",".join(r["gpus"]) or "-", r["run_dir"])
+        table.add_row(r["task"], r["user"] or "-", r["status"] or "-", short_time(r["started"]), metrics or "-",
+                      *([",".join(r["gpus"]) or "-"] if show_gpus else []), short_run_dir(r["run_dir"]))
     console.print(table)
     if not rows:
         console.print("No runs recorded yet: `hackathon run asr` records one.")
     return rows
+
+
+def short_time(stamp: str | None) -> str:
+    """2026-11-23T21:11:18 -> 11-23 21:11 (the year and seconds only take room)."""
+    return stamp[5:16].replace("T", " ") if stamp and len(stamp) >= 16 else (stamp or "-")
+
+
+def short_run_dir(run_dir: str) -> str:
+    """Relative to the runs root when under it: the root is the same for the whole table."""
+    try:
+        return str(Path(run_dir).relative_to(runs_root().resolve()))
+    except ValueError:
+        return run_dir
 
 
 def _fmt(v: Any) -> str:

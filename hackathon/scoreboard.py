@@ -77,25 +77,29 @@ def _fmt(v: Any) -> str:
 def _headline(row: dict) -> str:
     best = row["best"]
     keys = [row["metric"], *row["tie_break"]]
-    return "  ".join(f"{k}={_fmt(best['metrics'][k])}" for k in keys if k in best["metrics"])
+    return " ".join(f"{k}={_fmt(best['metrics'][k])}" for k in keys if k in best["metrics"])
 
 
 def print_scoreboard(console) -> list[dict]:
     from rich.table import Table
 
+    from hackathon.registry import short_run_dir
+
     board = best_runs()
-    table = Table(title="Team scoreboard (best run per task)")
-    for col in ("task", "score", "by", "other metrics", "runs", "run dir"):
+    table = Table(title="Team scoreboard: best run per task")
+    for col in ("task", "ranked by", "best", "by", "other metrics", "runs", "run"):
         table.add_column(col, overflow="fold")
     for row in board:
+        ranked_by = ", ".join(f"{k} {'↑' if c.higher_is_better else '↓'}" for k, c in
+                              ((c.key, c) for c in COMPETITION_METRICS[row["task"]]))
         best = row["best"]
         if best is None:
-            table.add_row(row["task"], f"no scored run ({row['metric']} missing)", "-", "-", "0", "-")
+            table.add_row(row["task"], ranked_by, "no scored run", "-", "-", "0", "-")
             continue
         shown = {row["metric"], *row["tie_break"]}
         others = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["metrics"].items()) if k not in shown)
-        table.add_row(row["task"], f"{_headline(row)} ({row['better']} is better)", best["user"] or "-",
-                      others or "-", str(row["scored_runs"]), best["run_dir"])
+        table.add_row(row["task"], ranked_by, _headline(row), best["user"] or "-", others or "-",
+                      str(row["scored_runs"]), short_run_dir(best["run_dir"]))
     console.print(table)
     return board
 

@@ -1,0 +1,111 @@
+"""The runner holds the GPU lock around a run's stages: two runs on one GPU id started together run one
+after the other; kill -9 of the first lets the second go on. Real runner, real processes; the lock key
+"gpu0" stands in for a GPU id on this CPU machine (HACKATHON_LOCK_KEYS)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hackathon.atomic import read_json
+from hackathon.registry import list_runs
+from tests.team.tiny_pipeline import write_tiny_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def start_run(env, task: str, spec: Path, run_dir: Path, *flags: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.team.tiny_pipeline", task, str(spec), str(run_dir), *flags],
+                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def train_interval(run_dir: Path) -> tuple[float, float]:
+    marks = dict(line.split() for line in (run_dir / "train_marks.txt").read_text().splitlines())
+    return float(marks["start"]), float(marks["end"])
+
+
+def wait_for_status(run_dir: Path, status: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = read_json(run_dir / "meta.json", default=None) if (run_dir / "meta.json").exists() else None
+        if meta and meta.get("status") == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{run_dir} never reached status {status!r}")
+
+
+def test_two_runs_on_one_gpu_run_one_after_the_other(team_env, tmp_path):
+    env = {**team_env, "HACKATHON_LOCK_KEYS": "gpu0"}
+    spec = write_tiny_spec(tmp_path / "spec.yaml", {"cer": 0.5}, seconds=1.5)
+    a, b = tmp_path / "runs" / "asr" / "a", tmp_path / "runs" / "asr" / "b"
+    procs = [start_run(env, "asr", spec, a), start_run(env, "asr", spec, b)]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    (s1, e1), (s2, e2) = sorted([train_interval(a), train_interval(b)])
+    assert e1 <= s2, "the two trainings overlapped on one GPU"
+    waited = [o for o in outs if "waiting for GPU gpu0: held by" in o]
+    assert len(waited) == 1, outs
+    for d in (a, b):
+        meta = json.loads((d / "meta.json").read_text())
+        assert meta["status"] == "done" and meta["gpu_locks"] == ["gpu0"]
+        assert (d / "report.html").exists()
+
+
+def test_kill9_of_the_first_run_lets_the_queued_one_run(team_env, tmp_path):
+    env = {**team_env, "HACKATHON_LOCK_KEYS": "gpu0"}
+    first, second = tmp_path / "runs" / "asr" / "first", tmp_path / "runs" / "asr" / "second"
+    slow = start_run(env, "asr", write_tiny_spec(tmp_path / "slow.yaml", {"cer": 0.4}, seconds=120), first)
+    wait_for_status(first, "running")
+    queued = start_run(env, "asr", write_tiny_spec(tmp_path / "fast.yaml", {"cer": 0.3}, seconds=0.1), second)
+    try:
+        wait_for_status(second, "queued")
+        line = ""
+        while "waiting for GPU" not in line:
+            line = queued.stdout.readline()
+            assert line, "the second run ended without queueing"
+        assert f"pid {slow.pid}" in line and str(first) in line and "since" in line
+        time.sleep(1.0)
+        assert queued.poll() is None and not (second / "train_marks.txt").exists()
+    finally:
+        slow.send_signal(signal.SIGKILL)
+        slow.wait()
+    out = queued.communicate(timeout=60)[0]
+    assert queued.returncode == 0, out
+    assert json.loads((second / "metrics.json").read_text()) == {"cer": 0.3}
+    rows = {Path(r["run_dir"]).name: r for r in list_runs()}
+    assert rows["second"]["status"] == "done" and rows["second"]["metrics"] == {"cer": 0.3}
+    assert rows["first"]["status"] == "running"  # killed -9: nothing could record its end
+
+
+def test_no_wait_fails_fast_naming_the_holder(team_env, tmp_path):
+    env = {**team_env, "HACKATHON_LOCK_KEYS": "gpu0"}
+    spec = write_tiny_spec(tmp_path / "spec.yaml", {"cer": 0.2}, seconds=60)
+    holder_dir = tmp_path / "runs" / "asr" / "holder"
+    holder = start_run(env, "asr", spec, holder_dir)
+    try:
+        wait_for_status(holder_dir, "running")
+        t0 = time.monotonic()
+        refused = start_run(env, "asr", write_tiny_spec(tmp_path / "other.yaml", {"cer": 0.1}), tmp_path / "r2",
+                            "--no-wait")
+        out = refused.communicate(timeout=60)[0]
+        assert time.monotonic() - t0 < 20
+        assert refused.returncode == 1 and "GPU gpu0 is busy" in out and str(holder_dir) in out, out
+        assert json.loads((tmp_path / "r2" / "meta.json").read_text())["status"] == "failed"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_cpu_run_takes_no_lock_even_while_gpu0_is_held(team_env, tmp_path):
+    from hackathon import gpus
+
+    spec = write_tiny_spec(tmp_path / "spec.yaml", {"cer": 0.2})
+    with gpus.hold(["gpu0"], run_dir="/elsewhere"):
+        proc = start_run(team_env, "asr", spec, tmp_path / "cpu", "--no-wait")
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert "gpu_locks" not in json.loads((tmp_path / "cpu" / "meta.json").read_text())
