@@ -22,8 +22,20 @@ import soundfile as sf
 from hackathon.atomic import atomic_write_bytes
 from hackathon.errors import HackathonError
 
-# Formats libsndfile reads natively; anything else (mp3 on old libsndfile, m4a/aac, webm...) goes to ffmpeg.
 _FFMPEG_TIMEOUT_S = 120
+# A decode shorter than this share of the frames the header promises means the file was cut off.
+_TRUNCATION_TOLERANCE = 0.98
+
+
+class AudioReadError(HackathonError):
+    """A file that cannot be used as audio; `kind` classifies it for batch reports.
+
+    kinds: unreadable_path, zero_byte, not_audio, truncated.
+    """
+
+    def __init__(self, message: str, fix: str, kind: str):
+        super().__init__(message, fix=fix)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -41,19 +53,25 @@ class ConversionOutcome:
 
 def _check_readable(path: Path) -> None:
     if not path.exists():
-        raise HackathonError(f"{path}: no such audio file", fix="check the path (and that the disk is mounted)")
-    if not os.access(path, os.R_OK):
-        raise HackathonError(f"{path}: audio file is not readable (permission denied)",
-                             fix=f"chmod a+r '{path}' or copy it somewhere readable")
+        what = "broken symlink" if path.is_symlink() else "no such audio file"
+        raise AudioReadError(f"{path}: {what}", fix="check the path (and that the disk is mounted)",
+                             kind="unreadable_path")
     if path.is_dir():
-        raise HackathonError(f"{path}: is a directory, not an audio file", fix="pass the audio file itself")
+        raise AudioReadError(f"{path}: is a directory, not an audio file", fix="pass the audio file itself",
+                             kind="unreadable_path")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise AudioReadError(f"{path}: cannot open audio file ({exc.strerror})",
+                             fix=f"chmod a+r '{path}' or copy it somewhere readable", kind="unreadable_path") from exc
     if path.stat().st_size == 0:
-        raise HackathonError(f"{path}: audio file is empty (0 bytes)",
-                             fix="re-export or re-copy the recording; the upload probably failed")
+        raise AudioReadError(f"{path}: audio file is empty (0 bytes)",
+                             fix="re-export or re-copy the recording; the upload probably failed", kind="zero_byte")
 
 
 def _probe_with_ffmpeg(path: Path) -> tuple[int, int]:
-    """(sample_rate, channels) of the first audio stream, or a HackathonError saying it is not audio."""
+    """(sample_rate, channels) of the first audio stream, or an AudioReadError saying it is not audio."""
     cmd = ["ffprobe", "-v", "error", "-select_streams", "a:0",
            "-show_entries", "stream=sample_rate,channels", "-of", "json", str(path)]
     try:
@@ -70,8 +88,9 @@ def _probe_with_ffmpeg(path: Path) -> tuple[int, int]:
     if not streams:
         detail = (proc.stderr or "").strip().splitlines()
         reason = detail[-1] if detail else "no audio stream found"
-        raise HackathonError(f"{path}: not a readable audio file ({reason})",
-                             fix="check the file plays in a media player; re-export it as WAV/FLAC/MP3")
+        raise AudioReadError(f"{path}: not a readable audio file ({reason})",
+                             fix="check the file plays in a media player; re-export it as WAV/FLAC/MP3",
+                             kind="not_audio")
     stream = streams[0]
     return int(stream["sample_rate"]), int(stream["channels"])
 
@@ -83,19 +102,61 @@ def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     proc = subprocess.run(cmd, capture_output=True, timeout=_FFMPEG_TIMEOUT_S)
     if proc.returncode != 0 or not proc.stdout:
         reason = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["decoded nothing"])[-1]
-        raise HackathonError(f"{path}: ffmpeg could not decode the audio ({reason})",
-                             fix="the file is probably truncated or corrupt; re-export or re-copy it")
+        raise AudioReadError(f"{path}: ffmpeg could not decode the audio ({reason})",
+                             fix="the file is probably truncated or corrupt; re-export or re-copy it",
+                             kind="truncated")
     audio = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
     usable = len(audio) - len(audio) % channels
     audio = audio[:usable].reshape(-1, channels)
     return (audio[:, 0].copy() if channels == 1 else audio), sr
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+def _wav_declared_frames(path: Path) -> int | None:
+    """Frames the RIFF 'data' chunk header promises (libsndfile silently shortens a cut-off WAV)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return None
+                chunk_id, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if chunk_id == b"fmt ":
+                    fmt = fh.read(size + size % 2)
+                    block_align = int.from_bytes(fmt[12:14], "little")
+                elif chunk_id == b"data":
+                    # 0 and 0xFFFFFFFF mark streamed WAVs that never got their size filled in.
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    fh.seek(size + size % 2, os.SEEK_CUR)
+    except OSError:
+        return None
+
+
+def declared_frames(path: str | os.PathLike) -> int | None:
+    """Frame count from the file's header (None when the format does not state one)."""
+    path = Path(path)
+    wav_frames = _wav_declared_frames(path)
+    if wav_frames is not None:
+        return wav_frames
+    try:
+        frames = sf.info(str(path)).frames
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+    return frames if 0 < frames < 2**62 else None
+
+
+def read_audio(path: str | os.PathLike, check_truncation: bool = False) -> tuple[np.ndarray, int]:
     """Read any audio file as float32: (samples,) for mono or (samples, channels), and its sample rate.
 
     soundfile (libsndfile: wav, flac, ogg, mp3) first; ffmpeg for everything else (m4a, aac, webm...).
-    A file that neither can read raises HackathonError naming it.
+    A file that neither can read raises AudioReadError (a HackathonError) naming it. With
+    check_truncation, a file holding fewer frames than its header promises is an error too.
     """
     path = Path(path)
     _check_readable(path)
@@ -104,8 +165,14 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         audio, sr = _decode_with_ffmpeg(path)
     if audio.size == 0:
-        raise HackathonError(f"{path}: audio file holds no samples (truncated header-only file?)",
-                             fix="re-export or re-copy the recording")
+        raise AudioReadError(f"{path}: audio file holds no samples (truncated header-only file?)",
+                             fix="re-export or re-copy the recording", kind="truncated")
+    if check_truncation:
+        promised = declared_frames(path)
+        if promised and len(audio) < _TRUNCATION_TOLERANCE * promised:
+            raise AudioReadError(
+                f"{path}: truncated: header promises {promised / sr:.2f} s, file holds {len(audio) / sr:.2f} s",
+                fix="the copy or upload was cut off; copy the file again from the recorder", kind="truncated")
     return np.ascontiguousarray(audio, dtype=np.float32), int(sr)
 
 

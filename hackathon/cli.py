@@ -179,6 +179,39 @@ def data_synth_speech(
                   f"{summary['seconds']} s -> {summary['out_dir']}", highlight=False)
 
 
+@data_app.command("prepare-audio")
+@friendly_errors
+def data_prepare_audio(
+    src: Path = typer.Argument(..., help="Folder of recordings (any format/rate/channels) or a NeMo manifest."),
+    task: str = typer.Option(..., "--task", help="asr (16 kHz) | tts (22.05 kHz, silence trim + loudness)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: wavs/, manifest.json, report.json."),
+    transcripts: Optional[Path] = typer.Option(None, "--transcripts", help="CSV/TSV/manifest with the texts "
+                                               "(default: tables in SRC, then <clip>.txt)."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Output rate (default per task)."),
+    vocab: Optional[Path] = typer.Option(None, "--vocab", help="File listing the allowed characters."),
+    no_clean: bool = typer.Option(False, "--no-clean", help="TTS: skip silence trim and loudness normalisation."),
+    min_duration: Optional[float] = typer.Option(None, "--min-duration", help="Seconds (default per task)."),
+    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Seconds (default per task)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel processes (default: all cores)."),
+):
+    """Validate + convert recordings to mono 16-bit WAV with a NeMo manifest; never modifies SRC.
+
+    Exits 2 when some inputs were rejected (each listed in report.json with reason and fix)."""
+    from data_tools.prepare_audio import prepare_audio
+
+    result = prepare_audio(src, out, task=task, sample_rate=sample_rate, transcripts=transcripts, vocabulary=vocab,
+                           clean=False if no_clean else None, min_duration=min_duration,
+                           max_duration=max_duration, workers=workers)
+    console.print(f"accepted {result.accepted} clips ({result.hours:.3f} h at {result.sample_rate} Hz) -> "
+                  f"{result.manifest_path}; {len(result.flagged)} flagged", highlight=False)
+    if result.rejected:
+        for item in result.rejected:
+            err_console.print(f"  [red]{item['kind']}[/]: {item['reason']}", highlight=False)
+        err_console.print(f"[bold red]some inputs rejected:[/] {len(result.rejected)} (reasons and fixes in "
+                          f"{result.report_path})", highlight=False)
+        raise typer.Exit(2)
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 
