@@ -14,7 +14,7 @@ import subprocess
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -22,6 +22,8 @@ import soundfile as sf
 from hackathon.atomic import atomic_write_bytes
 from hackathon.errors import HackathonError
 
+T = TypeVar("T")
+R = TypeVar("R")
 _FFMPEG_TIMEOUT_S = 120
 # A decode shorter than this share of the frames the header promises means the file was cut off.
 _TRUNCATION_TOLERANCE = 0.98
@@ -252,6 +254,20 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def map_clips(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None) -> list[R]:
+    """fn over items in a process pool (in order); in-process when there is little to do.
+
+    The audio batch tools (convert_many, prepare-audio, phrase-split) all run through here. `fn` must be
+    a module-level function and must catch its own per-file errors so one bad file never stops a batch.
+    """
+    workers = workers or default_workers()
+    if workers == 1 or len(items) < 4:
+        return [fn(item) for item in items]
+    chunksize = max(1, len(items) // (workers * 4))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items, chunksize=chunksize))
+
+
 def convert_many(pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]], sr: int, channels: int = 1,
                  workers: int | None = None) -> list[ConversionOutcome]:
     """Convert (src, dst) pairs in a process pool; returns one outcome per pair, in order.
@@ -259,12 +275,5 @@ def convert_many(pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]], s
     Why fast: decoding and soxr resampling happen in-process (no ffmpeg start-up per file) and the
     pool keeps every core busy. Bad files come back as ok=False with the reason; the rest go on.
     """
-    jobs: Sequence[tuple[str, str, int, int]] = [(str(s), str(d), int(sr), int(channels)) for s, d in pairs]
-    if not jobs:
-        return []
-    workers = workers or default_workers()
-    if workers == 1 or len(jobs) < 4:
-        return [_convert_one(job) for job in jobs]
-    chunksize = max(1, len(jobs) // (workers * 4))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_convert_one, jobs, chunksize=chunksize))
+    jobs = [(str(s), str(d), int(sr), int(channels)) for s, d in pairs]
+    return map_clips(_convert_one, jobs, workers)

@@ -20,13 +20,12 @@ import re
 import shutil
 import time
 import unicodedata
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from data_tools.audio import AudioReadError, default_workers, read_audio, resample, to_mono, write_wav
+from data_tools.audio import AudioReadError, map_clips, read_audio, resample, to_mono, write_wav
 from data_tools.manifest import ManifestEntry, write_manifest
 from data_tools.tts_clean import NOISY_SNR_DB, clean_tts_clip, dataset_rate_note, frame_energies_db, rate_mismatch
 from hackathon.atomic import atomic_write_json, read_json
@@ -487,7 +486,7 @@ def prepare_audio(src: str | Path, out_dir: str | Path, task: str = "asr", sampl
 
     source = load_transcripts(src, Path(transcripts) if transcripts else None)
     jobs, rejected = _plan_jobs(src, out_dir, task, source, load_vocabulary(vocabulary))
-    results = _run_jobs(jobs, settings, workers or default_workers())
+    results = map_clips(_process_clip, [(job, settings) for job in jobs], workers)
     rejected += [r.rejection for r in results if r.rejection]
     rejected += _deduplicate(results)
     accepted = [r for r in results if not r.rejection]
@@ -499,14 +498,6 @@ def prepare_audio(src: str | Path, out_dir: str | Path, task: str = "asr", sampl
     report_path = atomic_write_json(out_dir / REPORT_NAME, report)
     return PrepareResult(out_dir, manifest_path, report_path, len(accepted), report["rejected"], flagged,
                          report["hours"], settings.sample_rate)
-
-
-def _run_jobs(jobs: list[ClipJob], settings: Settings, workers: int) -> list[ClipResult]:
-    args = [(job, settings) for job in jobs]
-    if workers == 1 or len(jobs) < 4:
-        return [_process_clip(a) for a in args]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_process_clip, args, chunksize=max(1, len(args) // (workers * 4))))
 
 
 def _build_report(src: Path, out_dir: Path, settings: Settings, results: list[ClipResult], accepted: list[ClipResult],

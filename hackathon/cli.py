@@ -212,6 +212,45 @@ def data_prepare_audio(
         raise typer.Exit(2)
 
 
+@data_app.command("phrase-split")
+@friendly_errors
+def data_phrase_split(
+    manifest: Path = typer.Argument(..., help="NeMo manifest of sentence clips with punctuated transcripts."),
+    out: Path = typer.Option(..., "--out", help="Output folder: wavs/, manifest.json, phrase_split_report.json."),
+    min_gap: float = typer.Option(0.12, "--min-gap", help="Shortest pause (s) that can separate phrases."),
+):
+    """Cut each clip at its punctuation (，。、！？) by matching phrases to pauses: whole + per-phrase clips."""
+    from data_tools.phrase_split import phrase_split
+
+    result = phrase_split(manifest, out, min_gap_s=min_gap)
+    console.print(f"{result.samples} samples from {result.split_clips} split clips -> {result.manifest_path}; "
+                  f"{len(result.left_whole)} left whole (reasons in {result.report_path})", highlight=False)
+
+
+@data_app.command("split")
+@friendly_errors
+def data_split(
+    manifest: Path = typer.Argument(..., help="NeMo manifest to split."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for {train,val,test}_manifest.json "
+                                       "(default: the manifest's folder)."),
+    fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,val,test shares."),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Replace existing split manifests."),
+):
+    """Split into train/val/test, whole speakers at a time when speakers are known (seeded)."""
+    from data_tools.audio_split import split_manifest
+
+    try:
+        shares = tuple(float(x) for x in fractions.split(","))
+    except ValueError:
+        raise HackathonError(f"--fractions {fractions!r} is not three numbers", fix="e.g. --fractions 0.8,0.1,0.1")
+    if len(shares) != 3:
+        raise HackathonError(f"--fractions {fractions!r} needs three numbers", fix="e.g. --fractions 0.8,0.1,0.1")
+    result = split_manifest(manifest, out, fractions=shares, seed=seed, overwrite=force)
+    console.print(f"split by {result.grouped_by}: {result.counts} -> {result.manifests['train'].parent}",
+                  highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 
