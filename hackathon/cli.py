@@ -251,6 +251,20 @@ def data_split(
                   highlight=False)
 
 
+@data_app.command("report")
+@friendly_errors
+def data_report(
+    manifest: Path = typer.Argument(..., help="NeMo manifest (prepare-audio's report.json beside it is used too)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: <manifest>_report.html beside it)."),
+    samples: int = typer.Option(6, "--samples", help="Clips shown with waveform, spectrograms and a player."),
+    seed: int = typer.Option(0, "--seed", help="Which clips are sampled."),
+):
+    """Self-contained HTML page: counts, hours, durations, character coverage, rejects, sample clips."""
+    from data_tools.audio_report import write_audio_report
+
+    console.print(f"report -> {write_audio_report(manifest, out, samples=samples, seed=seed)}", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 
