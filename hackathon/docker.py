@@ -28,6 +28,10 @@ def classify_engine_error(exc: BaseException) -> HackathonError:
     lowered = text.lower()
     if is_missing_gpu_runtime(exc):
         return HackathonError(f"The docker engine cannot give GPUs to containers ({text}).", fix=FIX_NVIDIA)
+    if "error setting rlimit" in lowered:
+        return HackathonError(f"The docker engine refused a container ulimit ({text}).",
+                              fix="Lower or remove that limit (tao.ulimits in the detect spec; memlock is rlimit type 8), "
+                                  "or raise the engine's hard limit (dockerd --default-ulimit / LimitMEMLOCK=infinity).")
     if "permission denied" in lowered:
         return HackathonError(f"Permission denied on the docker socket ({_socket_path()}).", fix=FIX_PERMISSION)
     if any(w in lowered for w in ("no such file", "connection refused", "connection aborted", "filenotfound")):

@@ -27,17 +27,23 @@ def iou_wh(boxes, centroids):
     return inter / (area_b + area_c - inter)
 
 
-def kmeans_iou(wh, k: int = 9, seed: int = 42, max_iter: int = 300):
-    """k centroids (w, h), sorted by area, minimising the mean 1 - IoU of each box to its centroid."""
+def _init_plus_plus(boxes, k: int, rng):
+    """k-means++ seeding with the 1 - IoU distance: spread-out starting centroids."""
     import numpy as np
 
-    boxes = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
-    boxes = boxes[(boxes[:, 0] > 0) & (boxes[:, 1] > 0)]
-    if len(boxes) < k:
-        raise HackathonError(f"k-means anchors need at least {k} training boxes, found {len(boxes)}.",
-                             fix="Export more labelled training images, or set the three *_anchor_shape fields by hand.")
-    rng = np.random.default_rng(seed)
-    centroids = boxes[rng.choice(len(boxes), k, replace=False)]
+    centroids = [boxes[rng.integers(len(boxes))]]
+    for _ in range(1, k):
+        d = (1.0 - iou_wh(boxes, np.asarray(centroids))).min(axis=1) ** 2
+        total = d.sum()
+        idx = rng.choice(len(boxes), p=d / total) if total > 0 else rng.integers(len(boxes))
+        centroids.append(boxes[idx])
+    return np.asarray(centroids, dtype=np.float64)
+
+
+def _lloyd(boxes, centroids, max_iter: int):
+    import numpy as np
+
+    k = len(centroids)
     assign = np.full(len(boxes), -1)
     for _ in range(max_iter):
         dist = 1.0 - iou_wh(boxes, centroids)
@@ -51,7 +57,28 @@ def kmeans_iou(wh, k: int = 9, seed: int = 42, max_iter: int = 300):
                 centroids[j] = np.median(members, axis=0)
             else:  # an empty cluster takes the box worst served by the others
                 centroids[j] = boxes[dist.min(axis=1).argmax()]
-    return centroids[np.argsort(centroids[:, 0] * centroids[:, 1])]
+    cost = float((1.0 - iou_wh(boxes, centroids)).min(axis=1).mean())
+    return centroids, cost
+
+
+def kmeans_iou(wh, k: int = 9, seed: int = 42, max_iter: int = 300, restarts: int = 5):
+    """k centroids (w, h), sorted by area, minimising the mean 1 - IoU of each box to its nearest one.
+
+    k-means++ seeding and a few restarts (the best kept) so a bad start cannot merge two real shapes."""
+    import numpy as np
+
+    boxes = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
+    boxes = boxes[(boxes[:, 0] > 0) & (boxes[:, 1] > 0)]
+    if len(boxes) < k:
+        raise HackathonError(f"k-means anchors need at least {k} training boxes, found {len(boxes)}.",
+                             fix="Export more labelled training images, or set the three *_anchor_shape fields by hand.")
+    rng = np.random.default_rng(seed)
+    best, best_cost = None, float("inf")
+    for _ in range(restarts):
+        centroids, cost = _lloyd(boxes, _init_plus_plus(boxes, k, rng), max_iter)
+        if cost < best_cost:
+            best, best_cost = centroids, cost
+    return best[np.argsort(best[:, 0] * best[:, 1])]
 
 
 def mean_iou(wh, centroids) -> float:

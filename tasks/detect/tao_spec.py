@@ -300,7 +300,8 @@ def class_mapping(classes: Iterable[str]) -> dict:
 
 def missing_required(spec: Mapping, network: str) -> list[str]:
     """Fields TAO needs that are still null (the pipeline fills them; a hand-made spec may not)."""
-    need = ["dataset_config.data_sources", "dataset_config.validation_data_sources"]
+    need = ["dataset_config.data_sources", "dataset_config.validation_data_sources",
+            "augmentation_config.output_width", "augmentation_config.output_height"]
     if network == "yolo_v3":
         need += [f"yolov3_config.{k}" for k in ("big_anchor_shape", "mid_anchor_shape", "small_anchor_shape")]
     missing = []

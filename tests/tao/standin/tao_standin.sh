@@ -6,7 +6,8 @@
 # TAO fails: a non-zero exit, or status FAILURE with exit code 0.
 #
 # Not a model: inference output is the ground truth of each image (read through the mounts from the
-# sibling labels/ folder) with jittered boxes, random scores and one low-score false positive.
+# sibling labels/ folder) with jittered boxes, random scores, ~15% of boxes missed and one low-score
+# false positive per image.
 #
 # Environment (set by the tests):
 #   TAO_STANDIN_FAIL="<task>:exit" | "<task>:status" | "<task>:noartifact"   make <task> fail
@@ -96,8 +97,8 @@ inference)
     [ -f "$GT/$stem.txt" ] || die "no ground truth $GT/$stem.txt for $img (stand-in reads it)"
     awk -v seed="$i" -v th="$THRESH" 'BEGIN { srand(seed) }
       function j(v, s) { return v + (rand() - 0.5) * 0.12 * s }
-      { w = $7 - $5; h = $8 - $6; sc = 0.55 + 0.45 * rand()
-        if (sc >= th) printf "%s 0.00 0 0.00 %.2f %.2f %.2f %.2f 0.00 0.00 0.00 0.00 0.00 0.00 0.00 %.4f\n", $1, j($5, w), j($6, h), j($7, w), j($8, h), sc
+      { w = $7 - $5; h = $8 - $6; sc = 0.55 + 0.45 * rand(); miss = rand() < 0.15
+        if (!miss && sc >= th) printf "%s 0.00 0 0.00 %.2f %.2f %.2f %.2f 0.00 0.00 0.00 0.00 0.00 0.00 0.00 %.4f\n", $1, j($5, w), j($6, h), j($7, w), j($8, h), sc
         if (NR == 1 && 0.02 >= th) printf "%s 0.00 0 0.00 %.2f %.2f %.2f %.2f 0.00 0.00 0.00 0.00 0.00 0.00 0.00 0.0200\n", $1, $5 / 3, $6 / 3, $5 / 3 + w, $6 / 3 + h }' \
       "$GT/$stem.txt" > "$RESULTS/labels/$stem.txt"
   done

@@ -1,0 +1,419 @@
+"""`hackathon run detect backend=tao`: the TAO SSD / YOLOv3 stages, each one container run.
+
+    (shared prepare / split / balance / export: KITTI at export.width x height, tasks/detect/stages.py)
+    -> tao_convert (dataset_convert: TFRecords) -> tao_train (resumes from the newest checkpoint)
+    -> tao_evaluate -> tao_inference (threshold 0.01, for mAP) -> tao_score (pycocotools, our scorer)
+    -> tao_export (ONNX) -> tao_engine (optional TensorRT engine in the deploy image)
+
+Run-dir layout (the whole run dir is mounted at /workspace/tao-experiments):
+    export/kitti/<split>/{images,labels,kitti_index.json}   (shared export stage)   tao/tfrecords/train-*
+    tao/specs/{convert.txt,experiment.txt,train.txt}     tao/mounts.json (TAO launcher format)
+    tao/results/{convert,train/weights,evaluate,inference/labels,export}
+    tao/launcher_commands.sh   the same steps as `tao model ...` lines, for people who use the launcher
+    eval/ (scores, PR curves, samples)   metrics.json   report_assets.json
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
+from hackathon.errors import HackathonError
+from hackathon.runner import RunContext, Stage
+from tasks.detect import tao_spec
+from tasks.detect.tao_mounts import INPUT, OUTPUT, RESULTS, MountPlan, PathCheck, plan_for_run, spec_checks
+from tasks.detect.tao_runner import TaoJob, launcher_command, run_job
+
+SPLITS = ("train", "val", "test")
+ENGINE_NOTE = ("A TensorRT engine only runs on the GPU model and the driver/TensorRT version it was built "
+               "on: build it again (tao deploy ... gen_trt_engine) on the machine that will run it.")
+WEIGHTS_RE = re.compile(r"_epoch_(\d+)\.hdf5$")
+
+
+# ------------------------------------------------------------------ small helpers
+
+def tao_dir(ctx: RunContext, *parts: str) -> Path:
+    return ctx.dir("tao", *parts)
+
+
+def network(cfg) -> str:
+    net = str(cfg.get("network", "ssd"))
+    if net not in tao_spec.NETWORKS:
+        raise HackathonError(f"network={net!r} is not supported by the TAO backend.",
+                             fix=f"Use network={' or network='.join(tao_spec.NETWORKS)}.")
+    return net
+
+
+def _container_cfg(cfg):
+    from omegaconf import OmegaConf
+
+    tao = OmegaConf.to_container(cfg.tao, resolve=True) if "tao" in cfg else {}
+    return tao or {}
+
+
+def mount_plan(ctx: RunContext) -> MountPlan:
+    t = _container_cfg(ctx.cfg)
+    return plan_for_run(ctx.run_dir, user_file=t.get("mounts_file"), extra_mounts=t.get("mounts") or [],
+                        shm_size=t.get("shm_size"), ulimits=t.get("ulimits") or {}, envs=t.get("envs") or {})
+
+
+def experiment_dict(ctx: RunContext) -> dict:
+    """Template + tao.experiment overrides (validated against the template's fields)."""
+    t = _container_cfg(ctx.cfg)
+    spec = tao_spec.experiment_spec(network(ctx.cfg), t.get("experiment") or {}, classes=_classes(ctx))
+    aug = spec["augmentation_config"]
+    width, height = input_size(ctx.cfg)
+    for key, size, export_key in (("output_width", width, "export.width"), ("output_height", height, "export.height")):
+        if aug.get(key) not in (None, size):
+            raise HackathonError(
+                f"tao.experiment.augmentation_config.{key}={aug[key]} differs from {export_key}={size}, the size "
+                "the KITTI images were exported at.", fix=f"Set {export_key}={aug[key]} instead (one size for both).")
+        aug[key] = size
+    return spec
+
+
+def input_size(cfg) -> tuple[int, int]:
+    """The network input size is the KITTI export size (images were resized to it with their boxes)."""
+    return int(cfg.export.width), int(cfg.export.height)
+
+
+def _classes(ctx: RunContext) -> list[str]:
+    from data_tools.detection.classes import CANONICAL_CLASSES
+
+    return list(CANONICAL_CLASSES)
+
+
+class _Paths:
+    """Host <-> container for one run; a host path outside every mount stays as written (pre-flight names it)."""
+
+    def __init__(self, plan: MountPlan):
+        self.plan = plan
+
+    def c(self, host: Path | str) -> str:
+        return self.plan.to_container(host) or str(host)
+
+
+def _record_command(ctx: RunContext, job: TaoJob) -> None:
+    """Keep tao/launcher_commands.sh: one `tao model ...` line per step, in stage order."""
+    target = tao_dir(ctx) / "launcher_commands.sh"
+    commands = read_json(tao_dir(ctx) / "launcher_commands.json", default={}) or {}
+    commands[ctx.stage or job.name] = launcher_command(job)
+    atomic_write_json(tao_dir(ctx) / "launcher_commands.json", commands)
+    header = (f"#!/bin/sh\n# The TAO launcher equivalent of this run's steps (pip install nvidia-tao; "
+              f"cp {tao_dir(ctx) / 'mounts.json'} ~/.tao_mounts.json).\n")
+    atomic_write_text(target, header + "\n".join(commands.values()) + "\n")
+
+
+def _job(ctx: RunContext, name: str, command: list[str], checks: list[PathCheck], status_dir: Path | None,
+         expected: list[Path], image: str | None = None, launcher: str = "model") -> TaoJob:
+    t = _container_cfg(ctx.cfg)
+    plan = mount_plan(ctx)
+    return TaoJob(name=name, image=image or str(ctx.cfg.get("image")), command=command, plan=plan, checks=checks,
+                  log_file=ctx.logs_dir / f"{ctx.stage or 'tao'}.log", status_dir=status_dir, expected=expected,
+                  gpus=ctx.cfg.get("gpus", "all"), timeout_s=t.get("timeout_s"),
+                  labels={"hackathon.run_dir": str(ctx.run_dir), "hackathon.stage": ctx.stage or name},
+                  mounts_file=tao_dir(ctx) / "mounts.json", launcher=launcher)
+
+
+def _run(ctx: RunContext, job: TaoJob, echo) -> None:
+    _record_command(ctx, job)
+    run_job(job, echo=echo)
+
+
+def _echo(ctx: RunContext):
+    """Container lines go to the console (the runner already keeps them in logs/<stage>.log)."""
+    def echo(line: str) -> None:
+        print(line, flush=True)
+        if line.startswith("[tao]"):
+            ctx.log.info(line)
+    return echo
+
+
+def _command(net: str, task: str, args: list[tuple[str, str | None, str | None]]) -> tuple[list[str], list[PathCheck]]:
+    """argv + PathChecks from (flag, container value, kind) triples; kind None = not a path."""
+    argv, checks = [net, task], []
+    for flag, value, kind in args:
+        if value is None:
+            argv.append(flag)
+            continue
+        argv += [flag, value]
+        if kind is not None:
+            checks.append(PathCheck(f"argument {flag} of `{net} {task}`", value, kind))
+    return argv, checks
+
+
+# ------------------------------------------------------------------ data hand-over
+
+def kitti_dir(ctx: RunContext, split: str) -> Path:
+    """The shared export stage's KITTI folder of one split (images/, labels/, kitti_index.json)."""
+    from tasks.detect import stages
+
+    return stages.kitti_dir(ctx, split)
+
+
+def split_json(ctx: RunContext, split: str) -> Path:
+    from tasks.detect import stages
+
+    return stages.split_json(ctx, split)
+
+
+# ------------------------------------------------------------------ stages
+
+def stage_convert(ctx: RunContext) -> None:
+    net = network(ctx.cfg)
+    p = _Paths(mount_plan(ctx))
+    train_dir = kitti_dir(ctx, "train")
+    spec = tao_spec.convert_spec(classes=_classes(ctx))
+    spec["kitti_config"]["root_directory_path"] = p.c(train_dir)
+    spec["image_directory_path"] = p.c(train_dir)
+    spec_file = tao_dir(ctx, "specs") / "convert.txt"
+    fields = tao_spec.write_spec(spec, spec_file)
+    prefix = tao_dir(ctx, "tfrecords") / "train"
+    results = tao_dir(ctx, "results", "convert")
+    for old in prefix.parent.glob("train-*"):  # our own earlier shards: a re-run must not mix old and new
+        old.unlink()
+    argv, checks = _command(net, "dataset_convert", [("-d", p.c(spec_file), INPUT), ("-o", p.c(prefix), OUTPUT),
+                                                     ("-r", p.c(results), RESULTS)])
+    job = _job(ctx, f"{net} dataset_convert", argv, spec_checks(spec_file, fields) + checks, results,
+               [prefix.parent / "train-*"])
+    _run(ctx, job, _echo(ctx))
+
+
+def _experiment_for_run(ctx: RunContext, p: _Paths) -> dict:
+    spec = experiment_dict(ctx)
+    net = network(ctx.cfg)
+    val = kitti_dir(ctx, "val")
+    spec["dataset_config"]["data_sources"] = [{"tfrecords_path": p.c(tao_dir(ctx, "tfrecords")) + "/train*",
+                                               "image_directory_path": p.c(kitti_dir(ctx, "train"))}]
+    spec["dataset_config"]["validation_data_sources"] = [{"label_directory_path": p.c(val / "labels"),
+                                                          "image_directory_path": p.c(val / "images")}]
+    if net == "yolo_v3":
+        cfg_block = spec["yolov3_config"]
+        if not all(cfg_block.get(k) for k in ("big_anchor_shape", "mid_anchor_shape", "small_anchor_shape")):
+            cfg_block.update(_anchors(ctx))
+    # user-given paths (pretrained weights) are host paths: translate them through the mounts
+    return tao_spec.map_path_fields(spec, lambda field, value: p.c(value) if Path(value).is_absolute() else value)
+
+
+def _anchors(ctx: RunContext) -> dict:
+    from tasks.detect.tao_anchors import yolo_anchors_from_kitti
+
+    width, height = input_size(ctx.cfg)
+    kitti = kitti_dir(ctx, "train")
+    anchors, quality = yolo_anchors_from_kitti(kitti / "labels", kitti / "images", width, height,
+                                               seed=int(experiment_dict(ctx).get("random_seed", 42)))
+    atomic_write_json(tao_dir(ctx) / "anchors.json", {"anchors": anchors, "mean_iou": quality,
+                                                      "input_size": [width, height]})
+    ctx.record(anchors_mean_iou=round(quality, 4))
+    return anchors
+
+
+def weights(ctx: RunContext) -> list[tuple[int, Path]]:
+    """(epoch, file) of the checkpoints TAO wrote, oldest first."""
+    found = []
+    for f in (tao_dir(ctx, "results", "train") / "weights").glob("*_epoch_*.hdf5"):
+        m = WEIGHTS_RE.search(f.name)
+        if m:
+            found.append((int(m.group(1)), f))
+    return sorted(found)
+
+
+def final_weights(ctx: RunContext) -> Path:
+    w = weights(ctx)
+    if not w:
+        raise HackathonError(f"No trained weights in {tao_dir(ctx, 'results', 'train', 'weights')}.",
+                             fix="Run the tao_train stage first (hackathon run detect backend=tao --from tao_train).")
+    return w[-1][1]
+
+
+def stage_train(ctx: RunContext) -> None:
+    net = network(ctx.cfg)
+    p = _Paths(mount_plan(ctx))
+    spec = _experiment_for_run(ctx, p)
+    missing = tao_spec.missing_required(spec, net)
+    if missing:
+        raise HackathonError(f"The TAO experiment spec still lacks {missing}.", fix="Set them under tao.experiment.")
+    spec_file = tao_dir(ctx, "specs") / "experiment.txt"
+    tao_spec.write_spec(spec, spec_file)  # what evaluate / inference / export read
+    results = tao_dir(ctx, "results", "train")
+    epochs = int(spec["training_config"]["num_epochs"])
+    done = weights(ctx)
+    args: list[tuple[str, str | None, str | None]] = []
+    train_spec = spec
+    if done:
+        last_epoch, last = done[-1]
+        ctx.record(resumed_from=str(last), resumed_epoch=last_epoch)
+        if last_epoch >= epochs:
+            print(f"[tao] {net} train: {last.name} is the last epoch ({epochs}); nothing left to train")
+            return
+        print(f"[tao] {net} train: resuming from {last.name} (epoch {last_epoch + 1} of {epochs})")
+        if net == "ssd":
+            args += [("-m", p.c(last), INPUT), ("--initial_epoch", str(last_epoch + 1), None)]
+        else:  # YOLOv3 resumes through the spec (it reads the epoch from the file name)
+            train_spec = dict(spec)
+            tc = dict(spec["training_config"])
+            for k in tao_spec.LOAD_MODEL_ONEOF:
+                tc.pop(k, None)
+            tc["resume_model_path"] = p.c(last)
+            train_spec["training_config"] = tc
+    run_spec = tao_dir(ctx, "specs") / "train.txt"
+    fields = tao_spec.write_spec(train_spec, run_spec)
+    argv, checks = _command(net, "train", [("-e", p.c(run_spec), INPUT), ("-r", p.c(results), RESULTS)] + args)
+    prefix = "yolov3_" if net == "yolo_v3" else "ssd_"
+    block = spec[tao_spec.NETWORK_BLOCK[net]]
+    final = results / "weights" / f"{prefix}{block['arch']}{block.get('nlayers', '')}_epoch_{epochs:03d}.hdf5"
+    job = _job(ctx, f"{net} train", argv, spec_checks(run_spec, fields) + checks, results, [final])
+    _run(ctx, job, _echo(ctx))
+    ctx.record(final_weights=str(final))
+
+
+def _spec_and_model(ctx: RunContext, p: _Paths) -> tuple[Path, Path, list[PathCheck]]:
+    spec_file = tao_dir(ctx, "specs") / "experiment.txt"
+    if not spec_file.exists():
+        raise HackathonError(f"{spec_file} is missing.", fix="Run the tao_train stage first.")
+    return spec_file, final_weights(ctx), spec_checks(spec_file, _fields_of(spec_file))
+
+
+def _fields_of(spec_file: Path) -> list:
+    """SpecFields of an already written spec (path fields with their line numbers)."""
+    out = []
+    for n, line in enumerate(spec_file.read_text().splitlines(), 1):
+        m = re.match(r'\s*(\w+):\s*"(.*)"\s*$', line)
+        if m and m.group(1) in tao_spec.PATH_FIELDS:
+            out.append(tao_spec.SpecField(n, m.group(1), m.group(2)))
+    return out
+
+
+def stage_evaluate(ctx: RunContext) -> None:
+    net = network(ctx.cfg)
+    p = _Paths(mount_plan(ctx))
+    spec_file, model, spec_paths = _spec_and_model(ctx, p)
+    results = tao_dir(ctx, "results", "evaluate")
+    argv, checks = _command(net, "evaluate", [("-e", p.c(spec_file), INPUT), ("-m", p.c(model), INPUT),
+                                              ("-r", p.c(results), RESULTS)])
+    job = _job(ctx, f"{net} evaluate", argv, spec_paths + checks, results, [])
+    _run(ctx, job, _echo(ctx))
+    reported = parse_tao_map(job.log_file)
+    if reported is not None:  # TAO's own VOC-style number, kept next to ours for comparison
+        ctx.record(tao_reported_map=reported)
+
+
+def parse_tao_map(log_file: Path) -> float | None:
+    """The last `mAP: 0.xxx` line TAO's evaluate printed, if any."""
+    if not log_file.exists():
+        return None
+    hits = re.findall(r"^\s*mAP[^:\n]*:\s*([0-9.]+)\s*$", log_file.read_text(errors="replace"), re.MULTILINE)
+    return float(hits[-1]) if hits else None
+
+
+def stage_inference(ctx: RunContext) -> None:
+    net = network(ctx.cfg)
+    p = _Paths(mount_plan(ctx))
+    spec_file, model, spec_paths = _spec_and_model(ctx, p)
+    t = _container_cfg(ctx.cfg)
+    results = tao_dir(ctx, "results", "inference")
+    for old in (results / "labels").glob("*.txt"):  # predictions of an earlier model must not be scored
+        old.unlink()
+    images = kitti_dir(ctx, str(ctx.cfg.eval.split)) / "images"
+    argv, checks = _command(net, "inference", [
+        ("-e", p.c(spec_file), INPUT), ("-m", p.c(model), INPUT), ("-i", p.c(images), INPUT),
+        ("-r", p.c(results), RESULTS), ("-t", str(t.get("inference_threshold", 0.01)), None)])
+    job = _job(ctx, f"{net} inference", argv, spec_paths + checks, results, [results / "labels" / "*.txt"])
+    _run(ctx, job, _echo(ctx))
+
+
+def stage_score(ctx: RunContext) -> None:
+    """Our scorer on TAO's KITTI output: the same pycocotools numbers as backend=torch."""
+    from tasks.detect.evaluate import kitti_predictions_to_coco, score_coco
+    from tasks.detect.stages import add_report_assets
+
+    e = ctx.cfg.eval
+    gt_json = split_json(ctx, str(e.split))
+    dets = kitti_predictions_to_coco(tao_dir(ctx, "results", "inference") / "labels", gt_json,
+                                     kitti_index=kitti_dir(ctx, str(e.split)) / "kitti_index.json")
+    out = ctx.dir("eval")
+    metrics = score_coco(gt_json, dets, out, samples=int(e.samples), confusion_threshold=float(e.confusion_threshold),
+                         voc_mode=str(e.voc_mode))
+    ctx.write_metrics(metrics)
+    assets = read_json(out / "assets.json", default={}) or {}
+    commands = read_json(tao_dir(ctx) / "launcher_commands.json", default={}) or {}
+    add_report_assets(ctx, images=assets.get("images", []), prefix="eval/",
+                      tables=assets.get("tables", []) + [{"title": f"TAO {network(ctx.cfg)}: launcher equivalent",
+                                                          "rows": [{"stage": k, "command": v} for k, v in commands.items()]}])
+    print(f"[tao] {e.split}: mAP@0.5 {metrics['map50']:.3f}   mAP@[.5:.95] {metrics['map']:.3f}   "
+          f"VOC AP@0.5 {metrics['voc_ap50']:.3f}")
+
+
+def stage_export(ctx: RunContext) -> None:
+    net = network(ctx.cfg)
+    p = _Paths(mount_plan(ctx))
+    spec_file, model, spec_paths = _spec_and_model(ctx, p)
+    export = tao_dir(ctx, "results", "export")
+    onnx = export / (model.stem + ".onnx")
+    if onnx.exists():  # ours, from an earlier attempt: TAO export refuses to overwrite
+        onnx.unlink()
+    argv, checks = _command(net, "export", [("-m", p.c(model), INPUT), ("-o", p.c(onnx), OUTPUT),
+                                            ("-e", p.c(spec_file), INPUT), ("--results_dir", p.c(export), RESULTS),
+                                            ("--gen_ds_config", None, None)])
+    job = _job(ctx, f"{net} export", argv, spec_paths + checks, export, [onnx])
+    _run(ctx, job, _echo(ctx))
+    ctx.record(onnx=str(onnx))
+
+
+def stage_engine(ctx: RunContext) -> None:
+    net = network(ctx.cfg)
+    t = _container_cfg(ctx.cfg)
+    gpus = str(ctx.cfg.get("gpus", "all")).lower()
+    if not t.get("trt_engine"):
+        ctx.record(skipped="tao.trt_engine is false")
+        print("[tao] TensorRT engine: skipped (tao.trt_engine: false). " + ENGINE_NOTE)
+        return
+    if gpus in ("none", "", "cpu"):
+        ctx.record(skipped="gpus=none: TensorRT needs a GPU")
+        print("[tao] TensorRT engine: skipped, gpus=none (TensorRT builds on a GPU). " + ENGINE_NOTE)
+        return
+    p = _Paths(mount_plan(ctx))
+    spec_file, model, spec_paths = _spec_and_model(ctx, p)
+    export = tao_dir(ctx, "results", "export")
+    onnx = export / (model.stem + ".onnx")
+    engine = export / f"{model.stem}.{t.get('trt_data_type', 'fp32')}.engine"
+    results = tao_dir(ctx, "results", "engine")
+    argv, checks = _command(net, "gen_trt_engine", [
+        ("-m", p.c(onnx), INPUT), ("-e", p.c(spec_file), INPUT), ("--engine_file", p.c(engine), OUTPUT),
+        ("--data_type", str(t.get("trt_data_type", "fp32")), None), ("--batch_size", "1", None),
+        ("--max_batch_size", str(t.get("trt_max_batch_size", 8)), None), ("--results_dir", p.c(results), RESULTS)])
+    job = _job(ctx, f"{net} gen_trt_engine", argv, spec_paths + checks, results, [engine],
+               image=str(t.get("deploy_image")), launcher="deploy")
+    _run(ctx, job, _echo(ctx))
+    ctx.record(engine=str(engine), note=ENGINE_NOTE)
+    print("[tao] " + ENGINE_NOTE)
+
+
+TAO_KEYS = ("network", "image", "gpus", "tao")
+
+
+def tao_stages() -> list[Stage]:
+    return [
+        Stage("tao_convert", stage_convert, config_keys=("network", "image", "tao.mounts_file", "tao.mounts")),
+        Stage("tao_train", stage_train, config_keys=TAO_KEYS),
+        Stage("tao_evaluate", stage_evaluate, config_keys=TAO_KEYS),
+        Stage("tao_inference", stage_inference, config_keys=TAO_KEYS),
+        Stage("tao_score", stage_score, config_keys=("eval",)),
+        Stage("tao_export", stage_export, config_keys=TAO_KEYS),
+        Stage("tao_engine", stage_engine, config_keys=TAO_KEYS),
+    ]
+
+
+def build_tao_stages(cfg) -> list[Stage]:
+    """Shared data stages (prepare / split / balance) + the TAO stages."""
+    network(cfg)  # fail fast on a bad network=
+    if not cfg.export.kitti:
+        raise HackathonError("backend=tao reads the KITTI export, but export.kitti is false.", fix="Set export.kitti=true.")
+    if "tao" not in cfg:
+        raise HackathonError("The detect spec has no `tao:` block (the TAO backend's settings).",
+                             fix="Copy the tao: block from specs/detect/demo.yaml into your spec.")
+    from tasks.detect.stages import shared_stages
+
+    return shared_stages() + tao_stages()
+
