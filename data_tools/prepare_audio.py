@@ -439,10 +439,12 @@ def _plan_jobs(src: Path, out_dir: Path, task: str, source: TranscriptSource,
 def _guard_paths(src: Path, out_dir: Path) -> None:
     if not src.exists():
         raise HackathonError(f"{src}: source folder not found", fix="pass the folder holding the recordings")
-    src_dir = src if src.is_dir() else src.parent
-    if out_dir == src_dir or src_dir in out_dir.parents:
-        raise HackathonError(f"{out_dir}: output folder is inside the source {src_dir}",
+    if src.is_dir() and (out_dir == src or src in out_dir.parents):
+        raise HackathonError(f"{out_dir}: output folder is inside the source {src}",
                              fix="choose --out outside SRC (SRC is never modified)")
+    if src.is_file() and src.parent == out_dir and src.name in (MANIFEST_NAME, REPORT_NAME):
+        raise HackathonError(f"{out_dir}: would overwrite the input manifest {src}",
+                             fix="choose another --out")
     if out_dir.exists() and any(out_dir.iterdir()):
         stamp = read_json(out_dir / REPORT_NAME) or {}
         if stamp.get("tool") != "prepare-audio":

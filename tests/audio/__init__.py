@@ -1,0 +1,1 @@
+"""Audio data tool tests (issue 3)."""
