@@ -90,9 +90,10 @@ def split_manifest(manifest: str | Path, out_dir: str | Path | None = None,
         counts[split] = len(chosen)
         hours[split] = round(sum(e.duration for e in chosen) / 3600, 4)
     grouped_by = "speaker" if use_speakers else "clip"
-    report = {"tool": "split", "source_manifest": str(manifest), "seed": seed, "fractions": list(fractions),
+    report = {"tool": "split", "source_manifest": str(manifest), "seed": seed, "fractions": [round(f, 4) for f in fractions],
               "grouped_by": grouped_by, "counts": counts, "hours": hours,
-              "speakers": {s: sorted(k.split(":", 1)[1] for k in assignment[s]) for s in SPLITS} if use_speakers else {}}
+              "speakers": {s: sorted(k.split(":", 1)[1] for k in assignment[s] if k.startswith("speaker:"))
+                           for s in SPLITS} if use_speakers else {}}
     if by_speaker and not use_speakers and speakers:
         report["note"] = (f"only {len(speakers)} speaker(s) known: split by clip, so test voices are also in train")
     report_path = atomic_write_json(out_dir / "split_report.json", report)

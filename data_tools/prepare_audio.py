@@ -528,3 +528,32 @@ def _build_report(src: Path, out_dir: Path, settings: Settings, results: list[Cl
         "notes": notes,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def prepare_audio_for_task(src: str | Path, out_dir: str | Path, task: str, sample_rate: int | None = None,
+                           val: float = 0.1, test: float = 0.1, seed: int = 0, split_phrases: bool = False,
+                           **options) -> dict[str, Path]:
+    """What a pipeline's prepare stage calls: prepare-audio (+ phrase-split) + seeded split.
+
+    Returns {"train"|"val"|"test": manifest path} under out_dir. Rejected inputs do not stop the run
+    (they are listed in out_dir/report.json and logged); no usable clip at all is an error.
+    """
+    from data_tools.audio_split import split_manifest
+    from hackathon.logs import get_logger
+
+    log = get_logger("hackathon.data")
+    out_dir = Path(out_dir)
+    result = prepare_audio(src, out_dir, task=task, sample_rate=sample_rate, **options)
+    if result.rejected:
+        log.warning("prepare-audio rejected %d input(s) of %s; reasons and fixes in %s", len(result.rejected), src,
+                    result.report_path)
+    if result.accepted == 0:
+        raise HackathonError(f"{src}: no usable clip (all {len(result.rejected)} inputs rejected)",
+                             fix=f"read {result.report_path} for each file's reason and fix")
+    manifest = result.manifest_path
+    if split_phrases:
+        from data_tools.phrase_split import phrase_split
+
+        manifest = phrase_split(manifest, out_dir / "phrases").manifest_path
+    split = split_manifest(manifest, out_dir, fractions=(1.0 - val - test, val, test), seed=seed, overwrite=True)
+    return split.manifests

@@ -115,3 +115,17 @@ def test_refuses_output_inside_src_or_a_foreign_folder(recordings, tmp_path):
     (tmp_path / "theirs.txt").write_text("x")
     with pytest.raises(HackathonError, match="not made by prepare-audio"):
         prepare_audio(recordings, tmp_path, task="asr")
+
+
+def test_prepare_audio_for_task_gives_split_manifests(recordings, tmp_path):
+    from data_tools.prepare_audio import prepare_audio_for_task
+
+    manifests = prepare_audio_for_task(recordings, tmp_path / "run_data", task="asr", sample_rate=16000,
+                                       val=0.2, test=0.2, seed=0, workers=2)
+    entries = {s: read_manifest(p) for s, p in manifests.items()}
+    assert sum(len(v) for v in entries.values()) == len(GOOD_PHRASES)
+    assert all(entries.values())
+    again = prepare_audio_for_task(recordings, tmp_path / "run_data", task="asr", sample_rate=16000,
+                                   val=0.2, test=0.2, seed=0, workers=2)  # a stage re-run reuses its folder
+    assert {s: [e.text for e in read_manifest(p)] for s, p in again.items()} == \
+        {s: [e.text for e in v] for s, v in entries.items()}
