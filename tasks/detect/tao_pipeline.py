@@ -37,6 +37,11 @@ def tao_dir(ctx: RunContext, *parts: str) -> Path:
     return ctx.dir("tao", *parts)
 
 
+def results_dir(ctx: RunContext, task: str) -> Path:
+    """tao/results/<task>, NOT created here: the container creates it as the container user."""
+    return tao_dir(ctx, "results") / task
+
+
 def network(cfg) -> str:
     net = str(cfg.get("network", "ssd"))
     if net not in tao_spec.NETWORKS:
@@ -170,7 +175,7 @@ def stage_convert(ctx: RunContext) -> None:
     spec_file = tao_dir(ctx, "specs") / "convert.txt"
     fields = tao_spec.write_spec(spec, spec_file)
     prefix = tao_dir(ctx, "tfrecords") / "train"
-    results = tao_dir(ctx, "results", "convert")
+    results = results_dir(ctx, "convert")
     for old in prefix.parent.glob("train-*"):  # our own earlier shards: a re-run must not mix old and new
         old.unlink()
     argv, checks = _command(net, "dataset_convert", [("-d", p.c(spec_file), INPUT), ("-o", p.c(prefix), OUTPUT),
@@ -212,7 +217,7 @@ def _anchors(ctx: RunContext) -> dict:
 def weights(ctx: RunContext) -> list[tuple[int, Path]]:
     """(epoch, file) of the checkpoints TAO wrote, oldest first."""
     found = []
-    for f in (tao_dir(ctx, "results", "train") / "weights").glob("*_epoch_*.hdf5"):
+    for f in (results_dir(ctx, "train") / "weights").glob("*_epoch_*.hdf5"):
         m = WEIGHTS_RE.search(f.name)
         if m:
             found.append((int(m.group(1)), f))
@@ -236,7 +241,7 @@ def stage_train(ctx: RunContext) -> None:
         raise HackathonError(f"The TAO experiment spec still lacks {missing}.", fix="Set them under tao.experiment.")
     spec_file = tao_dir(ctx, "specs") / "experiment.txt"
     tao_spec.write_spec(spec, spec_file)  # what evaluate / inference / export read
-    results = tao_dir(ctx, "results", "train")
+    results = results_dir(ctx, "train")
     epochs = int(spec["training_config"]["num_epochs"])
     done = weights(ctx)
     args: list[tuple[str, str | None, str | None]] = []
@@ -289,7 +294,7 @@ def stage_evaluate(ctx: RunContext) -> None:
     net = network(ctx.cfg)
     p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx, p)
-    results = tao_dir(ctx, "results", "evaluate")
+    results = results_dir(ctx, "evaluate")
     argv, checks = _command(net, "evaluate", [("-e", p.c(spec_file), INPUT), ("-m", p.c(model), INPUT),
                                               ("-r", p.c(results), RESULTS)])
     job = _job(ctx, f"{net} evaluate", argv, spec_paths + checks, results, [])
@@ -312,7 +317,7 @@ def stage_inference(ctx: RunContext) -> None:
     p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx, p)
     t = _container_cfg(ctx.cfg)
-    results = tao_dir(ctx, "results", "inference")
+    results = results_dir(ctx, "inference")
     for old in (results / "labels").glob("*.txt"):  # predictions of an earlier model must not be scored
         old.unlink()
     images = kitti_dir(ctx, str(ctx.cfg.eval.split)) / "images"
@@ -330,7 +335,7 @@ def stage_score(ctx: RunContext) -> None:
 
     e = ctx.cfg.eval
     gt_json = split_json(ctx, str(e.split))
-    dets = kitti_predictions_to_coco(tao_dir(ctx, "results", "inference") / "labels", gt_json,
+    dets = kitti_predictions_to_coco(results_dir(ctx, "inference") / "labels", gt_json,
                                      kitti_index=kitti_dir(ctx, str(e.split)) / "kitti_index.json")
     out = ctx.dir("eval")
     metrics = score_coco(gt_json, dets, out, samples=int(e.samples), confusion_threshold=float(e.confusion_threshold),
@@ -349,7 +354,7 @@ def stage_export(ctx: RunContext) -> None:
     net = network(ctx.cfg)
     p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx, p)
-    export = tao_dir(ctx, "results", "export")
+    export = results_dir(ctx, "export")
     onnx = export / (model.stem + ".onnx")
     if onnx.exists():  # ours, from an earlier attempt: TAO export refuses to overwrite
         onnx.unlink()
@@ -375,10 +380,10 @@ def stage_engine(ctx: RunContext) -> None:
         return
     p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx, p)
-    export = tao_dir(ctx, "results", "export")
+    export = results_dir(ctx, "export")
     onnx = export / (model.stem + ".onnx")
     engine = export / f"{model.stem}.{t.get('trt_data_type', 'fp32')}.engine"
-    results = tao_dir(ctx, "results", "engine")
+    results = results_dir(ctx, "engine")
     argv, checks = _command(net, "gen_trt_engine", [
         ("-m", p.c(onnx), INPUT), ("-e", p.c(spec_file), INPUT), ("--engine_file", p.c(engine), OUTPUT),
         ("--data_type", str(t.get("trt_data_type", "fp32")), None), ("--batch_size", "1", None),

@@ -182,13 +182,14 @@ def _remove(container) -> None:
             return
 
 
-def _start(client, job: TaoJob):
+def _create(client, job: TaoJob):
+    """Create (not start) the container, so a failing start still leaves a handle to remove it by."""
     import docker
 
     from hackathon.docker import classify_engine_error, gpu_device_requests
 
     opts = dict(
-        image=job.image, command=job.command, detach=True, volumes=job.plan.volumes(),
+        image=job.image, command=job.command, volumes=job.plan.volumes(),
         environment=dict(job.plan.envs), user=job.plan.user, labels={LABEL: "1", **job.labels},
         device_requests=gpu_device_requests(job.gpus), init=True,
     )
@@ -197,11 +198,22 @@ def _start(client, job: TaoJob):
     if job.plan.ulimits:
         opts["ulimits"] = job.plan.ulimit_objects()
     try:
-        return client.containers.run(**opts)
+        return client.containers.create(**opts)
     except docker.errors.ImageNotFound as exc:
         raise HackathonError(f"Image {job.image} is not on this machine.",
                              fix="Pull it (hackathon ngc login, then the run pulls it) or set image=...") from exc
     except docker.errors.APIError as exc:
+        raise classify_engine_error(exc) from exc
+
+
+def _start(container) -> None:
+    import docker
+
+    from hackathon.docker import classify_engine_error
+
+    try:
+        container.start()
+    except docker.errors.APIError as exc:  # no GPU runtime, refused ulimit, ...: the caller removes it
         raise classify_engine_error(exc) from exc
 
 
@@ -214,8 +226,8 @@ def run_job(job: TaoJob, echo: Callable[[str], None] = print, client=None) -> Jo
     preflight(job.plan, job.checks)  # before anything touches the engine
     client = client or docker_client()
     ensure_image(client, job.image, echo=echo)
-    if job.status_dir is not None:
-        job.status_dir.mkdir(parents=True, exist_ok=True)
+    # The results dir is left for the container to create: made here it would belong to this process's
+    # user, which is not the container user when DockerOptions.user says otherwise.
     offset = status_offset(job.status_dir)
     job.log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(job.log_file, "a", encoding="utf-8") as fh:
@@ -227,7 +239,8 @@ def run_job(job: TaoJob, echo: Callable[[str], None] = print, client=None) -> Jo
     old_term = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
     container = None
     try:
-        container = _start(client, job)
+        container = _create(client, job)
+        _start(container)
         pump = _LogPump(container, job.log_file, echo)
         pump.start()
         exit_code = _wait(container, job, t0)

@@ -1,0 +1,92 @@
+"""`hackathon run detect backend=tao ...` end to end through the engine with the stand-in image:
+every stage runs in a container, metrics.json comes from the stand-in's inference output, training
+resumes from the newest checkpoint, and a FAILURE status fails the stage."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from hackathon.errors import HackathonError
+from hackathon.runner import run_task
+
+pytestmark = pytest.mark.docker
+TAO_STAGES = ("tao_convert", "tao_train", "tao_evaluate", "tao_inference", "tao_score", "tao_export", "tao_engine")
+
+
+def _overrides(image: str, network: str, *extra: str) -> list[str]:
+    return ["backend=tao", f"network={network}", f"image={image}", "gpus=none", "demo.num_images=40",
+            "tao.shm_size=64m", *extra]
+
+
+@pytest.mark.parametrize("network", ["ssd", "yolo_v3"])
+def test_run_detect_backend_tao_end_to_end(tmp_path, standin_image, network):
+    ctx = run_task("detect", _overrides(standin_image, network), run_dir=tmp_path / "run", echo=lambda *_: None)
+    run = ctx.run_dir
+    meta = json.loads((run / "meta.json").read_text())
+    assert all(meta["stages"][s]["status"] == "done" for s in TAO_STAGES)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.3 < metrics["map50"] <= 1.0 and metrics["num_detections"] > 0
+    # the score came from the stand-in's KITTI inference output, read back through the mounts
+    labels = sorted((run / "tao" / "results" / "inference" / "labels").glob("*.txt"))
+    assert labels and len(labels[0].read_text().split("\n")[0].split()) == 16
+    spec = (run / "tao" / "specs" / "experiment.txt").read_text()
+    assert ("yolov3_config {" if network == "yolo_v3" else "ssd_config {") in spec
+    assert '/workspace/tao-experiments/export/kitti/val/labels' in spec
+    if network == "yolo_v3":
+        assert "big_anchor_shape: \"[(" in spec and meta["stages"]["tao_train"]["anchors_mean_iou"] > 0.5
+    commands = (run / "tao" / "launcher_commands.sh").read_text()
+    for task in ("dataset_convert", "train", "evaluate", "inference", "export"):
+        assert f"tao model {network} {task} " in commands
+    mounts = json.loads((run / "tao" / "mounts.json").read_text())
+    assert mounts["Mounts"][0] == {"source": str(run), "destination": "/workspace/tao-experiments"}
+    for p in (run / "tao" / "results").rglob("*"):
+        assert p.stat().st_uid == os.getuid(), f"{p} is not owned by the invoking user"
+    onnx = list((run / "tao" / "results" / "export").glob("*.onnx"))
+    assert onnx and meta["stages"]["tao_engine"]["skipped"]
+    assets = json.loads((run / "report_assets.json").read_text())
+    assert any(t["title"].endswith("launcher equivalent") for t in assets["tables"])
+
+
+@pytest.mark.parametrize("network", ["ssd", "yolo_v3"])
+def test_training_resumes_from_the_newest_checkpoint(tmp_path, standin_image, network):
+    over = _overrides(standin_image, network, "tao.experiment.training_config.num_epochs=3")
+    ctx = run_task("detect", over, run_dir=tmp_path / "run", echo=lambda *_: None)
+    weights = ctx.run_dir / "tao" / "results" / "train" / "weights"
+    for f in weights.glob("*_epoch_00[23].hdf5"):  # as if training had been killed after epoch 1
+        f.unlink()
+    ctx = run_task("detect", over, run_dir=ctx.run_dir, only="tao_train", echo=lambda *_: None)
+    meta = json.loads((ctx.run_dir / "meta.json").read_text())
+    assert meta["stages"]["tao_train"]["resumed_epoch"] == 1
+    log = (ctx.run_dir / "logs" / "tao_train.log").read_text()
+    if network == "ssd":
+        assert "--initial_epoch 2" in log
+    else:
+        assert 'resume_model_path: "/workspace/tao-experiments/tao/results/train/weights/yolov3_resnet18_epoch_001.hdf5"' \
+            in (ctx.run_dir / "tao" / "specs" / "train.txt").read_text()
+    assert "Resuming from" in log and "Epoch 1/3" not in log.split("Resuming from")[-1]
+    assert sorted(p.name[-7:-5] for p in weights.glob("*.hdf5")) == ["01", "02", "03"]
+
+
+def test_status_failure_with_exit_zero_fails_the_stage(tmp_path, standin_image):
+    over = _overrides(standin_image, "ssd", "+tao.envs.TAO_STANDIN_FAIL=inference:status")
+    with pytest.raises(HackathonError, match="status FAILURE"):
+        run_task("detect", over, run_dir=tmp_path / "run", echo=lambda *_: None)
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["stages"]["tao_inference"]["status"] == "failed"
+    assert "tao_score" not in meta["stages"] or meta["stages"]["tao_score"].get("status") != "done"
+
+
+def test_pretrained_path_outside_the_mounts_is_refused_before_training(tmp_path, standin_image, docker_client):
+    outside = tmp_path / "elsewhere" / "resnet_18.hdf5"
+    outside.parent.mkdir()
+    outside.write_text("weights")
+    over = _overrides(standin_image, "ssd", f"+tao.experiment.training_config.pretrain_model_path={outside}")
+    with pytest.raises(HackathonError) as exc:
+        run_task("detect", over, run_dir=tmp_path / "run", echo=lambda *_: None)
+    msg = exc.value.message
+    assert "train.txt line" in msg and "training_config.pretrain_model_path" in msg and str(outside) in msg
+    assert "mount" in exc.value.fix
+    assert not (tmp_path / "run" / "tao" / "results" / "train").exists()  # no container started for train
