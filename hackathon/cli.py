@@ -130,6 +130,33 @@ def score(
     show_score(console, as_json=as_json, html_path=html)
 
 
+# ---------------------------------------------------------------- detect: TAO (issue 7)
+
+@detect_app.command("tao-spec")
+@friendly_errors
+def detect_tao_spec(
+    network: str = typer.Argument(..., help="ssd | yolo_v3 | dataset_convert"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="block.field=value overrides of specs/detect/tao/<network>.yaml"),
+    out: Path = typer.Option(..., "--out", help="Spec file to write (protobuf text, for `tao model ... -e`)."),
+):
+    """Write a TAO 5 experiment spec from the template + overrides (for the TAO launcher)."""
+    from tasks.detect.tao_spec import write_spec_file
+
+    console.print(write_spec_file(network, overrides or [], out), highlight=False)
+
+
+@detect_app.command("build-tao-standin")
+@friendly_errors
+def detect_build_tao_standin(
+    tag: Optional[str] = typer.Option(None, "--tag", help="Image tag (default hackathon-tao-standin:test)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the image is up to date."),
+):
+    """Build the small local image that stands in for the TAO image in tests (image=... of backend=tao)."""
+    from tasks.detect.tao_pipeline import build_standin_image
+
+    console.print(build_standin_image(tag, force=force), highlight=False)
+
+
 # ---------------------------------------------------------------- ngc
 
 @ngc_app.command("login")

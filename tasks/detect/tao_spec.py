@@ -316,3 +316,22 @@ def missing_required(spec: Mapping, network: str) -> list[str]:
             if not any(src.get(k) for k in ("tfrecords_path", "label_directory_path")) or not src.get("image_directory_path"):
                 missing.append(f"dataset_config.{src_key}[{i}]")
     return missing
+
+
+def write_spec_file(network: str, overrides: Iterable[str], out: Path) -> str:
+    """`hackathon detect tao-spec`: a spec for the TAO launcher from a template + overrides.
+
+    Refuses to overwrite an existing file; returns a summary naming the fields still to fill in."""
+    out = Path(out)
+    if out.exists():
+        raise HackathonError(f"{out} already exists.", fix="Choose another --out path or delete the file first.")
+    if network == "dataset_convert":
+        spec, missing = convert_spec(overrides), []
+    else:
+        spec = experiment_spec(network, overrides)
+        missing = missing_required(spec, network)
+    write_spec(spec, out)
+    note = f"wrote {out} (TAO {network} spec, protobuf text format)"
+    if missing:
+        note += "\nstill unset (fill them in, in container paths): " + ", ".join(missing)
+    return note
