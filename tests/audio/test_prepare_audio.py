@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 import soundfile as sf
@@ -129,3 +130,18 @@ def test_prepare_audio_for_task_gives_split_manifests(recordings, tmp_path):
                                    val=0.2, test=0.2, seed=0, workers=2)  # a stage re-run reuses its folder
     assert {s: [e.text for e in read_manifest(p)] for s, p in again.items()} == \
         {s: [e.text for e in v] for s, v in entries.items()}
+
+
+def test_file_name_that_is_not_utf8_is_reported(tmp_path, recordings):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.wav").write_bytes((recordings / "good_wav.wav").read_bytes())
+    (src / "ok.txt").write_text("你好大白请让我进入小区", encoding="utf-8")
+    bad_name = os.fsencode(str(src)) + b"/" + "录音".encode("gbk") + b".wav"
+    with open(bad_name, "wb") as fh:
+        fh.write((recordings / "good_mp3.mp3").read_bytes())
+    result = prepare_audio(src, tmp_path / "out", task="asr", workers=1)
+    assert result.accepted == 1
+    assert [r["kind"] for r in result.rejected] == ["unreadable_path"]
+    assert "not valid UTF-8" in result.rejected[0]["reason"]
+    json.loads(result.report_path.read_text(encoding="utf-8"))  # the report itself stays valid UTF-8 JSON
