@@ -232,6 +232,22 @@ def final_weights(ctx: RunContext) -> Path:
     return w[-1][1]
 
 
+def gpu_count(gpus) -> int:
+    """How many GPUs the container sees: TAO trains on one unless told `--gpus N`."""
+    import shutil
+    import subprocess
+
+    text = str(gpus).strip().lower()
+    if text in ("none", "", "cpu", "false"):
+        return 0
+    if text != "all":
+        return len([g for g in (str(gpus).split(",") if isinstance(gpus, (str, int)) else list(gpus)) if str(g).strip()])
+    if not shutil.which("nvidia-smi"):
+        return 0
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
 def stage_train(ctx: RunContext) -> None:
     net = network(ctx.cfg)
     p = _Paths(mount_plan(ctx))
@@ -244,7 +260,8 @@ def stage_train(ctx: RunContext) -> None:
     results = results_dir(ctx, "train")
     epochs = int(spec["training_config"]["num_epochs"])
     done = weights(ctx)
-    args: list[tuple[str, str | None, str | None]] = []
+    n_gpus = gpu_count(ctx.cfg.get("gpus", "all"))
+    args: list[tuple[str, str | None, str | None]] = [("--gpus", str(n_gpus), None)] if n_gpus > 1 else []
     train_spec = spec
     if done:
         last_epoch, last = done[-1]
