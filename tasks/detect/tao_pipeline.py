@@ -16,6 +16,7 @@ Run-dir layout (the whole run dir is mounted at /workspace/tao-experiments):
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
@@ -25,7 +26,6 @@ from tasks.detect import tao_spec
 from tasks.detect.tao_mounts import INPUT, OUTPUT, RESULTS, MountPlan, PathCheck, plan_for_run, spec_checks
 from tasks.detect.tao_runner import TaoJob, launcher_command, run_job
 
-SPLITS = ("train", "val", "test")
 ENGINE_NOTE = ("A TensorRT engine only runs on the GPU model and the driver/TensorRT version it was built "
                "on: build it again (tao deploy ... gen_trt_engine) on the machine that will run it.")
 WEIGHTS_RE = re.compile(r"_epoch_(\d+)\.hdf5$")
@@ -66,7 +66,7 @@ def mount_plan(ctx: RunContext) -> MountPlan:
 def experiment_dict(ctx: RunContext) -> dict:
     """Template + tao.experiment overrides (validated against the template's fields)."""
     t = _container_cfg(ctx.cfg)
-    spec = tao_spec.experiment_spec(network(ctx.cfg), t.get("experiment") or {}, classes=_classes(ctx))
+    spec = tao_spec.experiment_spec(network(ctx.cfg), t.get("experiment") or {}, classes=_classes())
     aug = spec["augmentation_config"]
     width, height = input_size(ctx.cfg)
     for key, size, export_key in (("output_width", width, "export.width"), ("output_height", height, "export.height")):
@@ -83,7 +83,8 @@ def input_size(cfg) -> tuple[int, int]:
     return int(cfg.export.width), int(cfg.export.height)
 
 
-def _classes(ctx: RunContext) -> list[str]:
+def _classes() -> list[str]:
+    """The three competition classes; the KITTI export writes them lower-case, as TAO expects."""
     from data_tools.detection.classes import CANONICAL_CLASSES
 
     return list(CANONICAL_CLASSES)
@@ -105,8 +106,8 @@ def _record_command(ctx: RunContext, job: TaoJob) -> None:
     commands = read_json(tao_dir(ctx) / "launcher_commands.json", default={}) or {}
     commands[ctx.stage or job.name] = launcher_command(job)
     atomic_write_json(tao_dir(ctx) / "launcher_commands.json", commands)
-    header = (f"#!/bin/sh\n# The TAO launcher equivalent of this run's steps (pip install nvidia-tao; "
-              f"cp {tao_dir(ctx) / 'mounts.json'} ~/.tao_mounts.json).\n")
+    header = (f"#!/bin/sh\n# The TAO launcher equivalent of this run's steps (pip install nvidia-tao). The launcher\n"
+              f"# reads its mounts from ~/.tao_mounts.json: use {tao_dir(ctx) / 'mounts.json'} as that file.\n")
     atomic_write_text(target, header + "\n".join(commands.values()) + "\n")
 
 
@@ -169,7 +170,7 @@ def stage_convert(ctx: RunContext) -> None:
     net = network(ctx.cfg)
     p = _Paths(mount_plan(ctx))
     train_dir = kitti_dir(ctx, "train")
-    spec = tao_spec.convert_spec(classes=_classes(ctx))
+    spec = tao_spec.convert_spec(classes=_classes())
     spec["kitti_config"]["root_directory_path"] = p.c(train_dir)
     spec["image_directory_path"] = p.c(train_dir)
     spec_file = tao_dir(ctx, "specs") / "convert.txt"
@@ -260,6 +261,13 @@ def stage_train(ctx: RunContext) -> None:
     results = results_dir(ctx, "train")
     epochs = int(spec["training_config"]["num_epochs"])
     done = weights(ctx)
+    if done and not ctx.resuming:
+        # a finished training with another config (network, epochs, data): keep it aside, start over
+        aside = results.with_name(f"train.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        results.rename(aside)
+        print(f"[tao] {net} train: the config changed since the last training; its results moved to {aside}")
+        ctx.record(previous_results=str(aside))
+        done = []
     n_gpus = gpu_count(ctx.cfg.get("gpus", "all"))
     args: list[tuple[str, str | None, str | None]] = [("--gpus", str(n_gpus), None)] if n_gpus > 1 else []
     train_spec = spec
@@ -290,7 +298,7 @@ def stage_train(ctx: RunContext) -> None:
     ctx.record(final_weights=str(final))
 
 
-def _spec_and_model(ctx: RunContext, p: _Paths) -> tuple[Path, Path, list[PathCheck]]:
+def _spec_and_model(ctx: RunContext) -> tuple[Path, Path, list[PathCheck]]:
     spec_file = tao_dir(ctx, "specs") / "experiment.txt"
     if not spec_file.exists():
         raise HackathonError(f"{spec_file} is missing.", fix="Run the tao_train stage first.")
@@ -310,7 +318,7 @@ def _fields_of(spec_file: Path) -> list:
 def stage_evaluate(ctx: RunContext) -> None:
     net = network(ctx.cfg)
     p = _Paths(mount_plan(ctx))
-    spec_file, model, spec_paths = _spec_and_model(ctx, p)
+    spec_file, model, spec_paths = _spec_and_model(ctx)
     results = results_dir(ctx, "evaluate")
     argv, checks = _command(net, "evaluate", [("-e", p.c(spec_file), INPUT), ("-m", p.c(model), INPUT),
                                               ("-r", p.c(results), RESULTS)])
@@ -332,7 +340,7 @@ def parse_tao_map(log_file: Path) -> float | None:
 def stage_inference(ctx: RunContext) -> None:
     net = network(ctx.cfg)
     p = _Paths(mount_plan(ctx))
-    spec_file, model, spec_paths = _spec_and_model(ctx, p)
+    spec_file, model, spec_paths = _spec_and_model(ctx)
     t = _container_cfg(ctx.cfg)
     results = results_dir(ctx, "inference")
     for old in (results / "labels").glob("*.txt"):  # predictions of an earlier model must not be scored
@@ -370,7 +378,7 @@ def stage_score(ctx: RunContext) -> None:
 def stage_export(ctx: RunContext) -> None:
     net = network(ctx.cfg)
     p = _Paths(mount_plan(ctx))
-    spec_file, model, spec_paths = _spec_and_model(ctx, p)
+    spec_file, model, spec_paths = _spec_and_model(ctx)
     export = results_dir(ctx, "export")
     onnx = export / (model.stem + ".onnx")
     if onnx.exists():  # ours, from an earlier attempt: TAO export refuses to overwrite
@@ -396,7 +404,7 @@ def stage_engine(ctx: RunContext) -> None:
         print("[tao] TensorRT engine: skipped, gpus=none (TensorRT builds on a GPU). " + ENGINE_NOTE)
         return
     p = _Paths(mount_plan(ctx))
-    spec_file, model, spec_paths = _spec_and_model(ctx, p)
+    spec_file, model, spec_paths = _spec_and_model(ctx)
     export = results_dir(ctx, "export")
     onnx = export / (model.stem + ".onnx")
     engine = export / f"{model.stem}.{t.get('trt_data_type', 'fp32')}.engine"

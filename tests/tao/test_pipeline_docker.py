@@ -55,10 +55,16 @@ def test_training_resumes_from_the_newest_checkpoint(tmp_path, standin_image, ne
     over = _overrides(standin_image, network, "tao.experiment.training_config.num_epochs=3")
     ctx = run_task("detect", over, run_dir=tmp_path / "run", echo=lambda *_: None)
     weights = ctx.run_dir / "tao" / "results" / "train" / "weights"
-    for f in weights.glob("*_epoch_00[23].hdf5"):  # as if training had been killed after epoch 1
+    # as the runner leaves it when training is killed after epoch 1
+    for f in weights.glob("*_epoch_00[23].hdf5"):
         f.unlink()
-    ctx = run_task("detect", over, run_dir=ctx.run_dir, only="tao_train", echo=lambda *_: None)
-    meta = json.loads((ctx.run_dir / "meta.json").read_text())
+    meta_file = ctx.run_dir / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta["stages"]["tao_train"]["status"] = "interrupted"
+    meta_file.write_text(json.dumps(meta))
+    (ctx.run_dir / "stages" / "tao_train.done").unlink()
+    ctx = run_task("detect", over, run_dir=ctx.run_dir, echo=lambda *_: None)
+    meta = json.loads(meta_file.read_text())
     assert meta["stages"]["tao_train"]["resumed_epoch"] == 1
     log = (ctx.run_dir / "logs" / "tao_train.log").read_text()
     if network == "ssd":
@@ -68,6 +74,17 @@ def test_training_resumes_from_the_newest_checkpoint(tmp_path, standin_image, ne
             in (ctx.run_dir / "tao" / "specs" / "train.txt").read_text()
     assert "Resuming from" in log and "Epoch 1/3" not in log.split("Resuming from")[-1]
     assert sorted(p.name[-7:-5] for p in weights.glob("*.hdf5")) == ["01", "02", "03"]
+    assert meta["stages"]["tao_score"]["status"] == "done"
+
+
+def test_config_change_trains_from_scratch_and_keeps_the_old_results(tmp_path, standin_image):
+    ctx = run_task("detect", _overrides(standin_image, "ssd"), run_dir=tmp_path / "run", echo=lambda *_: None)
+    ctx = run_task("detect", _overrides(standin_image, "ssd", "tao.experiment.training_config.num_epochs=3"),
+                   run_dir=ctx.run_dir, echo=lambda *_: None)
+    results = ctx.run_dir / "tao" / "results"
+    assert len(list(results.glob("train.replaced-*/weights/*.hdf5"))) == 2
+    assert "Resuming" not in (ctx.run_dir / "logs" / "tao_train.log").read_text().split("=====")[-1]
+    assert len(list((results / "train" / "weights").glob("*.hdf5"))) == 3
 
 
 def test_status_failure_with_exit_zero_fails_the_stage(tmp_path, standin_image):
