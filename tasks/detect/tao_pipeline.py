@@ -330,10 +330,10 @@ def stage_evaluate(ctx: RunContext) -> None:
 
 
 def parse_tao_map(log_file: Path) -> float | None:
-    """The last `mAP: 0.xxx` line TAO's evaluate printed, if any."""
+    """The last `mAP  0.xxx` (or `mAP: 0.xxx`) line TAO's evaluate printed, if any."""
     if not log_file.exists():
         return None
-    hits = re.findall(r"^\s*mAP[^:\n]*:\s*([0-9.]+)\s*$", log_file.read_text(errors="replace"), re.MULTILINE)
+    hits = re.findall(r"^\W*mAP\s*:?\s*([0-9]*\.?[0-9]+)\s*$", log_file.read_text(errors="replace"), re.MULTILINE)
     return float(hits[-1]) if hits else None
 
 

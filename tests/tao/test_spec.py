@@ -142,3 +142,15 @@ def test_every_template_field_is_commented():
             if re.match(r"^\s*(- )?[A-Za-z_][\w]*:", line):
                 above = lines[i - 1].strip() if i else ""
                 assert "#" in line or above.startswith("#"), f"{path.name}:{i + 1} has no comment: {line}"
+
+
+def test_tao_evaluate_map_is_read_from_its_log(tmp_path):
+    from tasks.detect.tao_pipeline import parse_tao_map
+
+    log = tmp_path / "e.log"
+    log.write_text("Start to calculate AP for each class\n*******************************\n"
+                   "with_mask     AP    0.912\nwithout_mask  AP    0.801\n              mAP   0.8565\n"
+                   "*******************************\n")
+    assert parse_tao_map(log) == 0.8565
+    log.write_text("Stand-in evaluate: no AP is computed.\n")
+    assert parse_tao_map(log) is None
