@@ -389,3 +389,22 @@ def score_coco(gt_dataset_json: str | os.PathLike, detections: list[dict], out_d
                                                 for n in (names[c] for c in cat_ids)]}]})
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def evaluate_stage(ctx) -> None:
+    """Score the infer stage's detections (predictions/<split>.json) on the eval split; metrics.json + report assets."""
+    from tasks.detect.stages import add_report_assets, split_json
+
+    e = ctx.cfg.eval
+    dets = read_json(ctx.run_dir / "predictions" / f"{e.split}.json")
+    if dets is None:
+        raise HackathonError(f"No detections at {ctx.run_dir / 'predictions' / (e.split + '.json')}.",
+                             fix="Run the infer stage first: hackathon run detect --from infer")
+    out = ctx.dir("eval")
+    metrics = score_coco(split_json(ctx, e.split), dets, out, samples=int(e.samples),
+                         confusion_threshold=float(e.confusion_threshold), voc_mode=str(e.voc_mode))
+    ctx.write_metrics({**metrics, "eval_split": str(e.split)})
+    assets = read_json(out / "assets.json")
+    add_report_assets(ctx, images=assets["images"], tables=assets["tables"], prefix="eval/")
+    ctx.log.info("%s: mAP@.5 %.3f, mAP %.3f, per class %s", e.split, metrics["map50"], metrics["map"],
+                 {k: round(v, 3) for k, v in metrics["ap50_per_class"].items()})

@@ -1,0 +1,32 @@
+"""`hackathon run detect`: build the stage list for the configured backend.
+
+Shared: prepare -> split -> balance -> export (tasks/detect/stages.py).
+backend=torch: train_torch -> infer -> evaluate (tasks/detect/train_torch.py, tasks/detect/evaluate.py).
+backend=tao:   the TAO helper's stages (tasks/detect/tao_pipeline.py: build_tao_stages).
+"""
+
+from __future__ import annotations
+
+from hackathon.errors import HackathonError
+
+BACKENDS = ("torch", "tao")
+
+
+def build_stages(cfg):
+    backend = str(cfg.get("backend", "torch"))
+    if backend == "tao":
+        from tasks.detect.tao_pipeline import build_tao_stages
+
+        return build_tao_stages(cfg)
+    if backend != "torch":
+        raise HackathonError(f"Unknown detect backend {backend!r}.", fix=f"Use backend={' or backend='.join(BACKENDS)}.")
+    from hackathon.runner import Stage
+    from tasks.detect.evaluate import evaluate_stage
+    from tasks.detect.stages import shared_stages
+    from tasks.detect.train_torch import infer_stage, train_stage
+
+    return shared_stages() + [
+        Stage("train", train_stage, config_keys=("torch",)),
+        Stage("infer", infer_stage, config_keys=("torch.score_threshold", "eval.split")),
+        Stage("evaluate", evaluate_stage, config_keys=("eval",)),
+    ]

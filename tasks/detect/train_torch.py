@@ -1,0 +1,329 @@
+"""Local backend: torchvision SSD trained on the balanced train split, then inference on the eval split.
+
+- Model: ssdlite320_mobilenet_v3_large on CPU, ssd300_vgg16 on GPU (torch.model=auto), from scratch
+  (weights=None, weights_backbone=None: nothing is ever downloaded) or from a local state-dict file.
+- Checkpoints: checkpoints/last.pt after every epoch (model, optimizer, scheduler, epoch, batch size,
+  RNG state) and checkpoints/best.pt (best val mAP@.5). A rerun resumes from last.pt.
+- CUDA OOM: hackathon.oom.run_with_oom_backoff halves the batch size and resumes from last.pt.
+- Logs: logs/torch_train/metrics.csv (epoch, step, train_loss, lr, val_map50, seconds) + loss curve PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from pathlib import Path
+
+from hackathon.atomic import atomic_path, atomic_write_json, read_json
+from hackathon.errors import HackathonError
+
+CPU_MODEL = "ssdlite320_mobilenet_v3_large"
+GPU_MODEL = "ssd300_vgg16"
+MODELS = (CPU_MODEL, GPU_MODEL)
+
+
+# ----------------------------------------------------------------------------- setup
+
+def pick_device(cfg):
+    import torch
+
+    want = str(cfg.torch.device)
+    if want == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise HackathonError(f"torch.device={want} but CUDA is not available here.",
+                             fix="Use torch.device=auto or cpu, or check `hackathon doctor` for the GPU driver.")
+    return torch.device(want)
+
+
+def model_name(cfg, device) -> str:
+    name = str(cfg.torch.model)
+    if name == "auto":
+        return GPU_MODEL if device.type == "cuda" else CPU_MODEL
+    if name not in MODELS:
+        raise HackathonError(f"torch.model={name!r} is not supported.", fix=f"Use auto, {CPU_MODEL} or {GPU_MODEL}.")
+    return name
+
+
+def build_model(name: str, num_classes: int, weights_file: str | None = None):
+    """SSD with `num_classes` foreground classes (+ background). Never downloads: weights come from
+    `weights_file` (a state dict or a checkpoint of ours) or the model starts from scratch."""
+    import torch
+    from torchvision.models import detection
+
+    builder = getattr(detection, name)
+    model = builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
+    if weights_file:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise HackathonError(f"torch.weights file {path} does not exist.",
+                                 fix="Give a local .pt/.pth state dict, or torch.weights=null to train from scratch.")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        own = model.state_dict()
+        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not fitting:
+            raise HackathonError(f"No tensor in {path} fits {name}.", fix=f"Use weights saved from a {name} model.")
+        model.load_state_dict(fitting, strict=False)
+    return model
+
+
+# ----------------------------------------------------------------------------- data
+
+class DetectionData:
+    """Images of a COCO dataset.json decoded once into uint8 tensors (the demo is small; real data on the
+    workstation streams from disk through the same interface)."""
+
+    def __init__(self, dataset_json: Path, cache: bool = True):
+        from data_tools.detection.dataset import load_dataset
+
+        self.ds = load_dataset(dataset_json)
+        self.cache = cache
+        self._tensors: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.ds.images)
+
+    def image(self, i: int):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        if i in self._tensors:
+            return self._tensors[i]
+        with Image.open(self.ds.images[i].path) as im:
+            t = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+        if self.cache:
+            self._tensors[i] = t
+        return t
+
+    def target(self, i: int):
+        import torch
+
+        img = self.ds.images[i]
+        boxes = torch.tensor([[b.x1, b.y1, b.x2, b.y2] for b in img.boxes], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([self.ds.category_id(b.label) for b in img.boxes], dtype=torch.int64)
+        return {"boxes": boxes, "labels": labels}
+
+    def training_item(self, i: int, rng: random.Random, hflip: float):
+        img, tgt = self.image(i).float().div(255), self.target(i)
+        if rng.random() < hflip:
+            img = img.flip(-1)
+            w = img.shape[-1]
+            boxes = tgt["boxes"].clone()
+            boxes[:, [0, 2]] = w - tgt["boxes"][:, [2, 0]]
+            tgt = {**tgt, "boxes": boxes}
+        return img, tgt
+
+
+# ----------------------------------------------------------------------------- train
+
+def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def predict(model, data: DetectionData, device, batch_size: int = 16, score_threshold: float = 0.01) -> list[dict]:
+    """COCO results for every image of `data` (boxes in original pixels: SSD's transform maps them back)."""
+    import torch
+
+    model.eval()
+    model.score_thresh = score_threshold
+    results = []
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            idx = list(range(start, min(len(data), start + batch_size)))
+            outputs = model([data.image(i).float().div(255).to(device) for i in idx])
+            for i, out in zip(idx, outputs):
+                image_id = data.ds.images[i].id
+                for box, label, score in zip(out["boxes"].tolist(), out["labels"].tolist(), out["scores"].tolist()):
+                    x1, y1, x2, y2 = box
+                    results.append({"image_id": image_id, "category_id": int(label), "score": float(score),
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1]})
+    return results
+
+
+def _val_map50(model, data: DetectionData, gt_json: Path, device) -> float:
+    import contextlib
+    import io
+
+    import numpy as np
+    from pycocotools.cocoeval import COCOeval
+
+    from tasks.detect.evaluate import coco_from_dataset
+
+    dets = predict(model, data, device)
+    if not dets:
+        return 0.0
+    gt = coco_from_dataset(gt_json)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(dets), iouType="bbox")
+        ev.params.iouThrs = np.array([0.5])
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return max(0.0, float(ev.stats[0]))
+
+
+def _save_checkpoint(path: Path, **state) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def train_once(ctx, batch_size: int) -> dict:
+    """Train (resuming from checkpoints/last.pt when present) until torch.epochs or the time budget."""
+    import torch
+
+    from tasks.detect.stages import split_json
+
+    t = ctx.cfg.torch
+    device = pick_device(ctx.cfg)
+    if t.threads:
+        torch.set_num_threads(int(t.threads))
+    torch.manual_seed(int(ctx.cfg.seed))
+    train = DetectionData(split_json(ctx, "train"))
+    val_json = split_json(ctx, "val")
+    val = DetectionData(val_json)
+    name = model_name(ctx.cfg, device)
+    model = build_model(name, len(train.ds.classes), t.weights).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
+    epochs = int(t.epochs)
+    steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
+    total_steps = epochs * steps_per_epoch
+    last, best = ctx.checkpoints_dir / "last.pt", ctx.checkpoints_dir / "best.pt"
+    start_epoch, step, best_map, elapsed = 0, 0, -1.0, 0.0
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        start_epoch, step, best_map, elapsed = ck["epoch"] + 1, ck["step"], ck["best_map50"], ck.get("train_seconds", 0.0)
+        if ck.get("batch_size") != batch_size:  # OOM back-off: keep the schedule's length in epochs
+            total_steps = step + (epochs - start_epoch) * steps_per_epoch
+        ctx.record(resumed_from=str(last), resumed_epoch=start_epoch)
+        ctx.log.info("resuming from %s at epoch %d", last, start_epoch)
+    ctx.record(model=name, device=str(device), train_images=len(train), val_images=len(val))
+    csv_path = ctx.dir("logs", "torch_train") / "metrics.csv"
+    budget = float(t.max_train_minutes) * 60
+    stopped_by_budget = False
+    for epoch in range(start_epoch, epochs):
+        if budget and elapsed >= budget:
+            stopped_by_budget = True
+            break
+        t0 = time.time()
+        model.train()
+        rng = random.Random(f"{ctx.cfg.seed}-{epoch}")
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        losses = []
+        for start in range(0, len(order), batch_size):
+            items = [train.training_item(i, rng, float(t.hflip)) for i in order[start:start + batch_size]]
+            images = [im.to(device) for im, _ in items]
+            targets = [{k: v.to(device) for k, v in tg.items()} for _, tg in items]
+            for g in optimizer.param_groups:
+                g["lr"] = _lr_at(step, total_steps, float(t.lr), int(t.warmup_steps))
+            loss_dict = model(images, targets)
+            loss = sum(loss_dict.values())
+            if not torch.isfinite(loss):
+                raise HackathonError(f"Training loss became {loss.item()} at epoch {epoch}, step {step}.",
+                                     fix="Lower torch.lr (e.g. torch.lr=0.0005) and run again with --from train --force.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+        val_map = _val_map50(model, val, val_json, device) if (epoch + 1) % max(1, int(t.eval_every)) == 0 or epoch == epochs - 1 else float("nan")
+        elapsed += time.time() - t0
+        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch, step=step,
+                     batch_size=batch_size, model_name=name, classes=list(train.ds.classes), train_seconds=elapsed,
+                     best_map50=max(best_map, val_map if val_map == val_map else -1.0))
+        if val_map == val_map and val_map > best_map:
+            best_map = val_map
+            _save_checkpoint(best, **state)
+        _save_checkpoint(last, **state)
+        row = {"epoch": epoch, "step": step, "train_loss": round(sum(losses) / len(losses), 5),
+               "lr": round(optimizer.param_groups[0]["lr"], 7), "val_map50": round(val_map, 4),
+               "seconds": round(time.time() - t0, 1)}
+        _append_csv(csv_path, row)
+        ctx.log.info("epoch %d/%d loss %.4f val mAP@.5 %.3f (%.0fs)", epoch + 1, epochs, row["train_loss"], val_map, row["seconds"])
+    if stopped_by_budget:
+        ctx.log.warning("stopped after %.0f s: torch.max_train_minutes=%s reached", elapsed, t.max_train_minutes)
+    ctx.record(stopped_by_time_budget=stopped_by_budget, train_seconds=round(elapsed, 1), best_val_map50=best_map)
+    return {"best_val_map50": best_map}
+
+
+def _loss_curve(ctx) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tasks.detect.stages import add_report_assets
+
+    csv_path = ctx.run_dir / "logs" / "torch_train" / "metrics.csv"
+    if not csv_path.exists():
+        return
+    rows = list(csv.DictReader(open(csv_path)))
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot([int(r["epoch"]) + 1 for r in rows], [float(r["train_loss"]) for r in rows], label="train loss")
+    ax.set(xlabel="epoch", ylabel="loss")
+    ax2 = ax.twinx()
+    ax2.plot([int(r["epoch"]) + 1 for r in rows], [float(r["val_map50"]) for r in rows], "g--", label="val mAP@.5")
+    ax2.set(ylabel="val mAP@.5", ylim=(0, 1))
+    fig.legend(loc="upper center")
+    fig.tight_layout()
+    with atomic_path(ctx.run_dir / "logs" / "torch_train" / "curves.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    add_report_assets(ctx, images=[{"path": "logs/torch_train/curves.png", "caption": "Training loss and val mAP@.5 per epoch"}])
+
+
+def train_stage(ctx) -> None:
+    from hackathon.oom import run_with_oom_backoff
+
+    if not ctx.resuming:  # a fresh (changed-config) training must not pick up an old run's weights
+        for stale in ("last.pt", "best.pt"):
+            (ctx.checkpoints_dir / stale).unlink(missing_ok=True)
+        (ctx.run_dir / "logs" / "torch_train" / "metrics.csv").unlink(missing_ok=True)
+    result = run_with_oom_backoff(ctx, int(ctx.cfg.torch.batch_size), lambda bs: train_once(ctx, bs))
+    _loss_curve(ctx)
+    ctx.write_metrics({"best_val_map50": result["best_val_map50"]})
+
+
+def infer_stage(ctx) -> None:
+    """Detections of the best checkpoint on eval.split -> predictions/<split>.json (COCO results)."""
+    import torch
+
+    from tasks.detect.stages import split_json
+
+    ck_path = ctx.checkpoints_dir / "best.pt"
+    if not ck_path.exists():
+        ck_path = ctx.checkpoints_dir / "last.pt"
+    if not ck_path.exists():
+        raise HackathonError(f"No checkpoint in {ctx.checkpoints_dir}.", fix="Run the train stage first: hackathon run detect --from train")
+    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    device = pick_device(ctx.cfg)
+    split = str(ctx.cfg.eval.split)
+    data = DetectionData(split_json(ctx, split), cache=False)
+    model = build_model(ck["model_name"], len(ck["classes"]))
+    model.load_state_dict(ck["model"])
+    model.to(device)
+    t0 = time.time()
+    dets = predict(model, data, device, score_threshold=float(ctx.cfg.torch.score_threshold))
+    atomic_write_json(ctx.path("predictions", f"{split}.json"), dets)
+    ctx.record(checkpoint=str(ck_path), checkpoint_epoch=ck["epoch"], detections=len(dets),
+               images=len(data), seconds_per_image=round((time.time() - t0) / max(1, len(data)), 4))
