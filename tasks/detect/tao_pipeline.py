@@ -290,12 +290,11 @@ def stage_train(ctx: RunContext) -> None:
     run_spec = tao_dir(ctx, "specs") / "train.txt"
     fields = tao_spec.write_spec(train_spec, run_spec)
     argv, checks = _command(net, "train", [("-e", p.c(run_spec), INPUT), ("-r", p.c(results), RESULTS)] + args)
-    prefix = "yolov3_" if net == "yolo_v3" else "ssd_"
-    block = spec[tao_spec.NETWORK_BLOCK[net]]
-    final = results / "weights" / f"{prefix}{block['arch']}{block.get('nlayers', '')}_epoch_{epochs:03d}.hdf5"
-    job = _job(ctx, f"{net} train", argv, spec_checks(run_spec, fields) + checks, results, [final])
+    # TAO names checkpoints <net>_<arch>[<nlayers>]_epoch_NNN.hdf5 and writes one every checkpoint_interval
+    job = _job(ctx, f"{net} train", argv, spec_checks(run_spec, fields) + checks, results,
+               [results / "weights" / "*_epoch_*.hdf5"])
     _run(ctx, job, _echo(ctx))
-    ctx.record(final_weights=str(final))
+    ctx.record(final_weights=str(final_weights(ctx)))
 
 
 def _spec_and_model(ctx: RunContext) -> tuple[Path, Path, list[PathCheck]]:
