@@ -292,6 +292,148 @@ def data_report(
     console.print(f"report -> {write_audio_report(manifest, out, samples=samples, seed=seed)}", highlight=False)
 
 
+# ---------------------------------------------------------------- detect: data + local backend (issue 5)
+
+@detect_app.command("ingest")
+@friendly_errors
+def detect_ingest(
+    sources: List[Path] = typer.Argument(..., help="Dataset folders/files: any mix of VOC XML, YOLO, COCO JSON, CreateML."),
+    out: Path = typer.Option(..., "--out", help="Output folder: images/, dataset.json (COCO), report.json, report.html."),
+    aliases: Optional[Path] = typer.Option(None, "--aliases", help="Alias table (default specs/detect/aliases.yaml)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Force voc|yolo|coco|createml instead of auto-detecting."),
+):
+    """Read, validate and merge detection datasets into one COCO dataset.json with a report."""
+    from data_tools.detection.ingest import ingest
+
+    dataset_json, report = ingest(list(sources), out, aliases_file=aliases, fmt=fmt)
+    console.print(f"wrote {dataset_json}; findings: {report.counts() or 'none'}; see {out / 'report.html'}", highlight=False)
+
+
+@detect_app.command("split")
+@friendly_errors
+def detect_split(
+    dataset: Path = typer.Argument(..., help="dataset.json from `hackathon detect ingest`."),
+    out: Path = typer.Option(..., "--out", help="Folder for train.json, val.json, test.json, split_report.json."),
+    train: float = typer.Option(0.7, "--train"), val: float = typer.Option(0.15, "--val"),
+    test: float = typer.Option(0.15, "--test"), seed: int = typer.Option(0, "--seed"),
+):
+    """Seeded train/val/test split, stratified so the rare class is in every split."""
+    from data_tools.detection.split import split_dataset
+
+    paths = split_dataset(dataset, out, {"train": train, "val": val, "test": test}, seed=seed)
+    console.print(f"wrote {', '.join(str(p) for p in paths.values())}; counts in {out / 'split_report.json'}", highlight=False)
+
+
+@detect_app.command("balance")
+@friendly_errors
+def detect_balance(
+    train_json: Path = typer.Argument(..., help="train.json from `hackathon detect split` (train split only)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the balanced train.json, augmented images, balance_report.json."),
+    target_ratio: float = typer.Option(0.5, "--target-ratio", help="Grow rare classes to this fraction of the largest."),
+    max_copies: int = typer.Option(3, "--max-copies", help="At most this many augmented copies per image."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Oversample rare classes in the train split with flipped/scaled/colour-jittered copies."""
+    from data_tools.detection.balance import balance_train
+
+    path, report = balance_train(train_json, out, target_ratio=target_ratio, max_copies_per_image=max_copies, seed=seed)
+    console.print(f"wrote {path}: before {report['before']}, after {report['after']}", highlight=False)
+
+
+@detect_app.command("export-kitti")
+@friendly_errors
+def detect_export_kitti(
+    dataset: Path = typer.Argument(..., help="A COCO dataset.json (e.g. a split's train.json)."),
+    out: Path = typer.Option(..., "--out", help="KITTI folder: images/, labels/, kitti_index.json."),
+    width: int = typer.Option(320, "--width"), height: int = typer.Option(320, "--height"),
+):
+    """KITTI export for TAO (15-field labels, lower-case classes, images resized to WIDTHxHEIGHT)."""
+    from data_tools.detection.kitti import export_kitti
+
+    console.print(f"wrote {export_kitti(dataset, out, width, height)}", highlight=False)
+
+
+@detect_app.command("roboflow-download")
+@friendly_errors
+def detect_roboflow_download(
+    workspace: str = typer.Argument(...), project: str = typer.Argument(...), version: int = typer.Argument(...),
+    fmt: str = typer.Option("coco", "--format", help="coco | voc | yolov5"),
+    out: Path = typer.Option(..., "--out", help="New folder to download into (never overwritten)."),
+):
+    """Download a Roboflow dataset version (extra `roboflow`; API key from $ROBOFLOW_API_KEY)."""
+    from data_tools.detection.roboflow_download import download
+
+    console.print(f"downloaded to {download(workspace, project, version, fmt, out)}", highlight=False)
+
+
+@data_app.command("synth-masks")
+@friendly_errors
+def data_synth_masks(
+    out: Path = typer.Option(..., "--out", help="Folder for images/ + annotations/ (PASCAL VOC, Kaggle layout)."),
+    num_images: int = typer.Option(700, "--num-images"), seed: int = typer.Option(0, "--seed"),
+    image_size: int = typer.Option(320, "--image-size"), max_faces: int = typer.Option(4, "--max-faces"),
+):
+    """Draw the face-mask demo dataset (deterministic for a seed; the third class is rare)."""
+    from data_tools.detection.synth_masks import synth_masks
+
+    console.print(f"wrote {synth_masks(out, num_images, seed, image_size, max_faces)}", highlight=False)
+
+
+@app.command("label")
+@friendly_errors
+def label(
+    images: Optional[Path] = typer.Argument(None, help="Folder of images (or one image in it) to label."),
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="Where labelImg saves VOC XML (default: the image folder)."),
+    classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Predefined classes (default: the 3 canonical classes)."),
+    setup: bool = typer.Option(False, "--setup", help="Create a Python 3.9 venv with labelImg 1.8.6 first."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the labelImg command instead of running it."),
+):
+    """Open labelImg (from a Python <= 3.9 env: it crashes on 3.10+) with our classes, saving PASCAL VOC."""
+    from data_tools.detection.labelimg import run_label_command
+
+    console.print(run_label_command(images, save_dir, classes_file, setup, dry_run), highlight=False)
+
+
+# ---------------------------------------------------------------- asr (issue 4)
+
+@asr_app.command("transcribe")
+@friendly_errors
+def asr_transcribe(
+    model: Path = typer.Argument(..., help="A NeMo ASR .nemo file (e.g. <run-dir>/export/asr_model.nemo)."),
+    inputs: List[str] = typer.Argument(..., help="Audio files (any format/rate), folders, or NeMo manifests."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the results as JSONL here (new file)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Clips per forward pass."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of path<TAB>text lines."),
+):
+    """Transcribe audio in batches (resampled on the fly); unreadable files are listed, the rest go on."""
+    from tasks.asr.transcribe import as_json as to_json, format_lines, transcribe_command
+
+    summary = transcribe_command(model, inputs, out=out, batch_size=batch_size)
+    if as_json:
+        print(to_json(summary))
+    else:
+        for line in format_lines(summary):
+            print(line)
+    if summary["failed"]:
+        err_console.print(f"[yellow]{len(summary['failed'])} of {len(summary['failed']) + len(summary['results'])} "
+                          "inputs could not be transcribed (listed above).[/]")
+        raise typer.Exit(2)
+
+
+@asr_app.command("export")
+@friendly_errors
+def asr_export(
+    target: Path = typer.Argument(..., help="An ASR run dir (exports model/trained.nemo) or a .nemo file."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN_DIR/export or <model>.export/)."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also export ONNX (checked against NeMo's greedy text)."),
+):
+    """Export a trained ASR model as .nemo + ONNX (+ vocabulary and feature config)."""
+    from tasks.asr.export import export_command
+
+    summary = export_command(target, out=out, onnx=onnx)
+    console.print_json(data=summary)
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 

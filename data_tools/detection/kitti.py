@@ -67,7 +67,7 @@ def export_kitti(dataset_json: str | os.PathLike | Dataset, out_dir: str | os.Pa
         with Image.open(img.path) as im:
             resized = im.convert("RGB").resize((width, height), Image.BILINEAR)
         with atomic_path(out / "images" / f"{stem}.png") as tmp:
-            resized.save(tmp, format="PNG")
+            resized.save(tmp, format="PNG", compress_level=1)  # fast: these are throwaway training copies
         lines = [kitti_line(b.label, b.x1 * sx, b.y1 * sy, b.x2 * sx, b.y2 * sy) for b in img.boxes]
         atomic_write_text(out / "labels" / f"{stem}.txt", "\n".join(lines) + ("\n" if lines else ""))
         index[stem] = {"image_id": img.id if img.id is not None else i + 1, "file": str(img.path),
