@@ -1,0 +1,130 @@
+"""Evaluate stage: transcribe the held-out test split with model/trained.nemo and score it.
+
+Metrics (metrics.json, flat keys):
+- cer: character error rate = character edits / reference characters (spaces count for space-delimited
+  languages; Chinese transcripts have none).
+- wer: for Chinese, WER on space-separated characters (each hanzi is a "word", so it equals the CER);
+  otherwise the usual word error rate. `wer_unit` says which ("character" or "word").
+- n_utts (test utterances scored), n_failed (clips that could not be read; listed in predictions.jsonl).
+
+Also: predictions.jsonl (one line per utterance: reference, prediction, edits), report_assets.json
+(worst utterances with their audio, per-speaker table, OOV table).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from hackathon.atomic import atomic_path, atomic_write_json, atomic_write_jsonl
+from tasks.asr.model import read_vocabulary_report, restore_model
+from tasks.asr.prepare import manifest_path, read_summary
+from tasks.asr.train import TRAINED_MODEL
+
+PREDICTIONS_FILE = "predictions.jsonl"
+REPORT_ASSETS_FILE = "report_assets.json"
+WORST_AUDIO_DIR = "report/worst"
+
+
+def edit_distance(ref, hyp) -> int:
+    import editdistance
+
+    return int(editdistance.eval(list(ref), list(hyp)))
+
+
+def word_units(text: str, language: str) -> list[str]:
+    """Chinese: every character is a unit (WER on space-separated characters); else words."""
+    if language == "zh":
+        return [ch for ch in text if not ch.isspace()]
+    return text.split()
+
+
+def score_utterance(ref: str, hyp: str, language: str) -> dict:
+    ref_words, hyp_words = word_units(ref, language), word_units(hyp, language)
+    return {"char_errors": edit_distance(ref, hyp), "ref_chars": len(ref),
+            "word_errors": edit_distance(ref_words, hyp_words), "ref_words": len(ref_words)}
+
+
+def aggregate(rows: list[dict]) -> dict:
+    chars = sum(r["ref_chars"] for r in rows)
+    words = sum(r["ref_words"] for r in rows)
+    return {"cer": sum(r["char_errors"] for r in rows) / chars if chars else None,
+            "wer": sum(r["word_errors"] for r in rows) / words if words else None}
+
+
+def score_predictions(items: list[dict], language: str) -> list[dict]:
+    rows = []
+    for item in items:
+        s = score_utterance(item["text"], item["pred_text"], language)
+        rows.append({**item, **s, "cer": s["char_errors"] / s["ref_chars"] if s["ref_chars"] else float(s["char_errors"] > 0)})
+    return rows
+
+
+def per_speaker(rows: list[dict]) -> list[dict]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[str(r.get("speaker") or "unknown")].append(r)
+    return [{"speaker": spk, "n_utts": len(g), **{k: round(v, 4) for k, v in aggregate(g).items() if v is not None}}
+            for spk, g in sorted(groups.items())]
+
+
+def copy_worst_audio(ctx, worst: list[dict]) -> list[dict]:
+    """Worst clips are copied into the run dir, so the report plays them after the demo cache is gone."""
+    audio = []
+    for i, r in enumerate(worst):
+        src = Path(r["audio_filepath"])
+        dst = ctx.path(WORST_AUDIO_DIR, f"{i:02d}_{src.stem}{src.suffix}")
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        audio.append({"path": str(dst.relative_to(ctx.run_dir)), "text": r["text"],
+                      "caption": f"CER {r['cer']:.3f} — said: {r['text']} — heard: {r['pred_text'] or '(nothing)'}"})
+    return audio
+
+
+def evaluate_stage(ctx) -> None:
+    from data_tools.manifest import read_manifest
+
+    cfg = ctx.cfg
+    language = read_summary(ctx.run_dir)["language"]
+    entries = read_manifest(manifest_path(ctx.run_dir, "test"))
+    items = [{"audio_filepath": e.audio_filepath, "text": e.text, "speaker": e.speaker} for e in entries]
+    model = restore_model(ctx.run_dir / TRAINED_MODEL)
+    from tasks.asr.transcribe import transcribe_items
+
+    results, failed = transcribe_items(model, items, int(cfg.evaluate.batch_size))
+    rows = score_predictions(results, language)
+    if not rows:
+        from hackathon.errors import HackathonError
+
+        raise HackathonError(f"None of the {len(items)} test clips could be transcribed "
+                             f"(first error: {failed[0]['error'] if failed else 'no test clips'}).",
+                             fix=f"Check the audio files listed in {manifest_path(ctx.run_dir, 'test')}.")
+    totals = aggregate(rows)
+    atomic_write_jsonl(ctx.path(PREDICTIONS_FILE), rows + [{**f, "pred_text": None} for f in failed])
+    worst = sorted((r for r in rows if r["char_errors"]), key=lambda r: (-r["cer"], r["audio_filepath"]))
+    worst = worst[: int(cfg.evaluate.worst_n)]
+    oov = read_vocabulary_report(ctx.run_dir)["oov"]
+    assets = {
+        "images": [],
+        "audio": copy_worst_audio(ctx, worst),
+        "tables": [
+            {"title": "Test scores", "rows": [{"cer": round(totals["cer"], 4), "wer": round(totals["wer"], 4),
+                                               "wer_unit": "character" if language == "zh" else "word",
+                                               "n_utts": len(rows), "n_failed": len(failed)}]},
+            {"title": "Worst test utterances", "rows": [
+                {"audio": Path(r["audio_filepath"]).name, "reference": r["text"], "prediction": r["pred_text"],
+                 "cer": round(r["cer"], 3)} for r in worst]},
+            {"title": "CER by test speaker", "rows": per_speaker(rows)},
+            {"title": "Characters the model cannot output (counted as errors)", "rows": [
+                {"split": split, "characters": "".join(rep["characters"]), "occurrences": rep["n_chars"],
+                 "utterances": rep["n_utts_affected"]} for split, rep in oov.items() if rep["n_chars"]]},
+        ],
+    }
+    atomic_write_json(ctx.path(REPORT_ASSETS_FILE), assets)
+    ctx.write_metrics({"cer": totals["cer"], "wer": totals["wer"],
+                       "wer_unit": "character" if language == "zh" else "word",
+                       "n_utts": len(rows), "n_failed": len(failed), "language": language})
+    ctx.record(cer=totals["cer"], wer=totals["wer"], n_utts=len(rows), n_failed=len(failed))
+    ctx.log.info("test CER %.4f, WER %.4f (%s units) on %d utterances", totals["cer"], totals["wer"],
+                 "character" if language == "zh" else "word", len(rows))

@@ -1,0 +1,197 @@
+"""Model stage: the network training starts from, with a vocabulary that covers the data.
+
+Sources (`model.init`): `scratch` (the spec's QuartzNet-style char CTC config), a local `.nemo` file
+(fine-tune), or a NeMo pretrained name (downloaded: needs the network). The vocabulary is kept when it
+covers the training transcripts; otherwise the decoder is replaced (`change_vocabulary`, i.e. the
+output layer is re-initialised and learns the new characters from the data). Characters any split
+uses that the final vocabulary lacks are reported in model/vocabulary.json and the log.
+
+Writes model/init.nemo and model/vocabulary.json. Later stages restore init.nemo (never memory).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hackathon.atomic import atomic_path, atomic_write_json, read_json
+from hackathon.errors import HackathonError
+from tasks.asr import vocabulary as vocab_tools
+
+INIT_MODEL = "model/init.nemo"
+VOCABULARY_FILE = "model/vocabulary.json"
+SCRATCH = "scratch"
+
+
+# ---------------------------------------------------------------- NeMo config helpers
+
+def dataset_config(cfg, manifest: Path | str, labels, batch_size: int, shuffle: bool, training: bool) -> dict:
+    """NeMo AudioToCharDataset config. `parser: base` keeps hanzi (the default `en` parser empties them)."""
+    from omegaconf import OmegaConf
+
+    out = {
+        "manifest_filepath": str(manifest),
+        "labels": list(labels),
+        "sample_rate": int(cfg.data.sample_rate),
+        "batch_size": int(batch_size),
+        "shuffle": bool(shuffle),
+        "num_workers": int(cfg.data.num_workers),
+        "pin_memory": False,
+        "parser": "base",
+        "normalize_transcripts": False,
+        "trim_silence": False,
+    }
+    if training:  # evaluation must score every clip, so the duration filter only applies to training
+        out.update(max_duration=float(cfg.data.max_duration), min_duration=float(cfg.data.min_duration))
+    return OmegaConf.create(out)
+
+
+def scratch_model_config(cfg, labels):
+    """The spec's `model.nemo` section completed with labels and decoder size."""
+    from omegaconf import OmegaConf, open_dict
+
+    model_cfg = OmegaConf.create(OmegaConf.to_container(cfg.model.nemo, resolve=True))
+    with open_dict(model_cfg):
+        model_cfg.labels = list(labels)
+        model_cfg.sample_rate = int(cfg.data.sample_rate)
+        model_cfg.decoder.num_classes = len(labels)
+        model_cfg.decoder.vocabulary = list(labels)
+    return model_cfg
+
+
+def restore_model(path: Path | str, trainer=None, map_location: str | None = "cpu"):
+    """Any NeMo ASR .nemo (the class is read from the file)."""
+    from nemo.collections.asr.models import ASRModel
+
+    path = Path(path)
+    if not path.is_file():
+        raise HackathonError(f"Model file {path} does not exist.",
+                             fix="Give the path of a .nemo file (e.g. <run-dir>/export/asr_model.nemo).")
+    try:
+        return ASRModel.restore_from(str(path), trainer=trainer, map_location=map_location)
+    except Exception as exc:  # tar/yaml/state-dict errors come in many types
+        raise HackathonError(f"Cannot load {path} as a NeMo ASR model: {exc}",
+                             fix="Check that the file is a complete .nemo archive saved by NeMo (not a .ckpt).") from exc
+
+
+def model_vocabulary(model) -> list[str] | None:
+    """Output characters of a char CTC model; None for tokenizer (BPE) models."""
+    if hasattr(model, "tokenizer"):
+        return None
+    return list(model.decoder.vocabulary)
+
+
+# ---------------------------------------------------------------- model sources
+
+def is_local_model_path(init: str) -> bool:
+    return init.endswith(".nemo") or "/" in init or Path(init).exists()
+
+
+def load_pretrained(name: str):
+    """NeMo's from_pretrained (NGC / Hugging Face download). Offline this fails: say so clearly."""
+    from nemo.collections.asr.models import ASRModel
+
+    try:
+        return ASRModel.from_pretrained(model_name=name)
+    except FileNotFoundError as exc:
+        raise HackathonError(f"Pretrained model {name!r} is not known to NeMo: {exc}",
+                             fix="Check the name (e.g. stt_zh_citrinet_512, QuartzNet15x5Base-En), "
+                                 "or use a local .nemo file: model.init=/path/model.nemo") from exc
+    except Exception as exc:
+        raise HackathonError(
+            f"Could not download the pretrained model {name!r} (NGC/Hugging Face unreachable?): "
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+            fix="Connect to the network and retry, or download the .nemo elsewhere and pass its path: "
+                "model.init=/path/model.nemo, or train from scratch: model.init=scratch") from exc
+
+
+def build_initial_model(cfg, train_vocabulary: list[str]):
+    """(model, source description, starting vocabulary or None for scratch)."""
+    init = str(cfg.model.init)
+    if init == SCRATCH:
+        from nemo.collections.asr.models import EncDecCTCModel
+
+        labels = _explicit_vocabulary(cfg) or train_vocabulary
+        return EncDecCTCModel(cfg=scratch_model_config(cfg, labels)), "scratch (specs model.nemo)", None
+    if is_local_model_path(init):
+        model = restore_model(init)
+        return model, f"local .nemo {init}", model_vocabulary(model)
+    model = load_pretrained(init)
+    return model, f"pretrained {init}", model_vocabulary(model)
+
+
+def _explicit_vocabulary(cfg) -> list[str] | None:
+    vocab = cfg.model.vocabulary
+    if vocab is None or vocab == "auto":
+        return None
+    if isinstance(vocab, str):
+        return list(dict.fromkeys(vocab))  # a string of characters
+    return [str(v) for v in vocab]
+
+
+def choose_vocabulary(cfg, model_vocab: list[str] | None, train_vocab: list[str], train_texts: list[str]) -> dict:
+    """Which labels to train with and why. Keeps the model's own vocabulary when it covers the data."""
+    explicit = _explicit_vocabulary(cfg)
+    if explicit is not None:
+        wanted, reason = explicit, "model.vocabulary from the spec"
+    elif model_vocab is None:
+        wanted, reason = train_vocab, "characters of the training transcripts"
+    elif vocab_tools.covers(model_vocab, train_texts):
+        wanted, reason = model_vocab, "the initial model's vocabulary covers the training transcripts"
+    else:
+        missing = vocab_tools.oov_counts(train_texts, model_vocab)
+        wanted = train_vocab
+        reason = (f"the initial model's vocabulary lacks {len(missing)} characters of the training transcripts "
+                  f"(e.g. {''.join(list(missing)[:20])}): replaced by the training characters")
+    changed = model_vocab is not None and list(wanted) != list(model_vocab)
+    return {"vocabulary": list(wanted), "reason": reason, "changed": changed}
+
+
+# ---------------------------------------------------------------- the stage
+
+def model_stage(ctx) -> None:
+    from tasks.asr.prepare import load_split_texts
+
+    import lightning.pytorch as pl
+
+    cfg = ctx.cfg
+    pl.seed_everything(int(cfg.seed), verbose=False)  # scratch weights and a new decoder depend on it
+    split_texts = load_split_texts(ctx)
+    train_vocab = vocab_tools.vocabulary_from_texts(split_texts["train"])
+    model, source, model_vocab = build_initial_model(cfg, train_vocab)
+    if model_vocab is None and str(cfg.model.init) != SCRATCH:
+        raise HackathonError(f"{cfg.model.init} is a tokenizer (BPE) model; this pipeline fine-tunes char CTC models.",
+                             fix="Use a char model (e.g. stt_zh_citrinet_512, QuartzNet15x5Base-En, a demo .nemo) "
+                                 "or model.init=scratch.")
+    choice = choose_vocabulary(cfg, model_vocab, train_vocab, split_texts["train"])
+    if choice["changed"]:
+        ctx.log.warning("vocabulary changed (%s): the CTC decoder (output layer) is re-initialised and "
+                        "learns the %d characters from the data; the encoder keeps its weights",
+                        choice["reason"], len(choice["vocabulary"]))
+        model.change_vocabulary(new_vocabulary=choice["vocabulary"])
+    oov = vocab_tools.oov_report(split_texts, choice["vocabulary"])
+    _log_oov(ctx, oov)
+    with atomic_path(ctx.path(INIT_MODEL), suffix=".nemo") as tmp:
+        model.save_to(str(tmp))
+    report = {"source": source, **choice, "size": len(choice["vocabulary"]),
+              "decoder_reinitialised": choice["changed"], "oov": oov,
+              "parameters": int(sum(p.numel() for p in model.parameters()))}
+    atomic_write_json(ctx.path(VOCABULARY_FILE), report)
+    ctx.record(source=source, vocabulary_size=report["size"], vocabulary_changed=choice["changed"],
+               parameters=report["parameters"],
+               oov_chars={s: r["n_chars"] for s, r in oov.items() if r["n_chars"]})
+
+
+def _log_oov(ctx, oov: dict) -> None:
+    for split, rep in oov.items():
+        if rep["n_chars"]:
+            chars = "".join(list(rep["characters"])[:40])
+            ctx.log.warning("%s split: %d characters in %d/%d utterances are not in the model vocabulary and can "
+                            "never be predicted (counted as errors, not dropped): %s", split, rep["n_chars"],
+                            rep["n_utts_affected"], rep["n_utts"], chars)
+
+
+def read_vocabulary_report(run_dir: Path) -> dict:
+    report = read_json(Path(run_dir) / VOCABULARY_FILE)
+    if report is None:
+        raise HackathonError(f"{Path(run_dir) / VOCABULARY_FILE} is missing.", fix="Re-run from the model stage: --from model")
+    return report

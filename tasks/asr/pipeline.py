@@ -1,0 +1,27 @@
+"""`hackathon run asr`: prepare -> model -> train -> evaluate -> export.
+
+Each stage reads what it needs from the run dir (data/, model/, checkpoints/), so a killed run picks
+up where it stopped; the runner skips stages whose config slice and inputs are unchanged.
+"""
+
+from __future__ import annotations
+
+from hackathon.runner import Stage
+
+
+def build_stages(cfg) -> list[Stage]:
+    from tasks.asr.evaluate import evaluate_stage
+    from tasks.asr.export import export_stage
+    from tasks.asr.model import model_stage
+    from tasks.asr.prepare import prepare_stage, source_inputs
+    from tasks.asr.train import train_stage
+
+    return [
+        Stage("prepare", prepare_stage, config_keys=("data",), inputs=source_inputs),
+        Stage("model", model_stage, config_keys=("seed", "model", "data.sample_rate")),
+        Stage("train", train_stage, config_keys=("seed", "data.batch_size", "data.max_duration", "data.min_duration",
+                                                 "data.num_workers", "data.sample_rate", "model.freeze_encoder",
+                                                 "optim", "trainer")),
+        Stage("evaluate", evaluate_stage, config_keys=("evaluate", "data.language")),
+        Stage("export", export_stage, config_keys=("export",)),
+    ]
