@@ -149,12 +149,6 @@ def list_runs(task: str | None = None, user: str | None = None, path: str | os.P
 
 # ----------------------------------------------------------------------------- the runner's calls
 
-def is_rank_zero() -> bool:
-    """False in the extra processes of a DDP run (torchrun, Lightning's launcher, other nodes): only the
-    first process of the first node records the run."""
-    return all(os.environ.get(v, "0") in ("", "0") for v in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
-
-
 def _row_from_context(ctx, **extra: Any) -> dict:
     meta = ctx.meta
     return {"run_dir": str(ctx.run_dir), "task": ctx.task, "user": meta.get("user"), "host": meta.get("host"),

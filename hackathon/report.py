@@ -40,9 +40,10 @@ e = html.escape
 # ----------------------------------------------------------------------------- training logs
 
 def _source_name(run_dir: Path, path: Path) -> str:
-    """Logs of one logger across resumes (version_0, version_1, ...) share a name and are merged."""
+    """Logs of one logger across resumes (version_0, version_1 or attempt-1, attempt-2 ...) share a name
+    and are merged (global steps continue across them)."""
     rel = path.relative_to(run_dir).as_posix()
-    return re.sub(r"/version_\d+", "", rel)
+    return re.sub(r"/(version_|attempt-)\d+", "", rel)
 
 
 def read_csv_log(path: Path) -> Series:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hackathon import gpus, registry
+from hackathon import ddp, gpus, registry
 from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
 from hackathon.config import cfg_slice, load_config, to_yaml
 from hackathon.errors import HackathonError
@@ -278,23 +278,23 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
              only: str | None = None, force: bool = False, new: bool = False, wait: bool = True,
              echo: Callable[[str], None] = print) -> RunContext:
     """`hackathon run TASK`: resolve config, pick/create the run dir, run the task's stages."""
+    if ddp.is_worker_process():  # an extra DDP process re-running this command: it only joins training
+        return ddp.run_worker(task, overrides, spec, run_dir, echo)
     ctx = prepare_run(task, overrides, spec, run_dir, new)
+    ddp.publish_run_dir(ctx.run_dir)
     stages = pipeline_module(task).build_stages(ctx.cfg)
     handler = attach_run_log(ctx.run_dir)
     echo(f"run dir: {ctx.run_dir}")
     log.info("run %s started by %s on %s (overrides: %s)", task, ctx.meta["user"], ctx.meta["host"], list(overrides))
     ctx.meta["status"] = "queued"
     ctx.save_meta()
-    team_records = registry.is_rank_zero()  # DDP child processes leave registry and report to rank 0
     error: BaseException | None = None
     try:
-        if team_records:
-            registry.record_run_start(ctx)
+        registry.record_run_start(ctx)
         with gpus.run_device_locks(ctx, wait=wait, echo=echo):
             ctx.meta["status"] = "running"
             ctx.save_meta()
-            if team_records:
-                registry.record_run_status(ctx)
+            registry.record_run_status(ctx)
             execute_stages(ctx, stages, from_stage, only, force, echo)
         ctx.meta["status"] = "done"
     except KeyboardInterrupt as exc:
@@ -308,7 +308,6 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
     finally:
         ctx.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         ctx.save_meta()
-        if team_records:
-            _finish_team_records(ctx, error, echo)
+        _finish_team_records(ctx, error, echo)
         detach_run_log(handler)
     return ctx

@@ -1,0 +1,110 @@
+"""Multi-GPU / multi-node runs: what the extra DDP processes do when they re-enter `hackathon run`.
+
+Lightning's DDP launcher starts each extra process by re-running the same command line (with
+LOCAL_RANK/NODE_RANK set); torchrun starts every process of every node that way from the outset. Such a
+"worker" must not redo the run's bookkeeping (prepare data, write meta.json, registry, report) — rank 0
+does that. A worker only joins the training: it finds rank 0's run directory, waits until rank 0 is
+inside a stage that uses the trainer config (config_keys include "trainer"), runs that stage function
+with a context that never writes meta.json/metrics.json, and exits. Lightning/torch.distributed then
+connect the processes; Lightning itself keeps checkpoints and logs to rank 0.
+
+The run directory reaches the workers through HACKATHON_RUN_DIR (exported by rank 0 and inherited by
+the processes Lightning launches) or --run-dir (needed for torchrun / several machines: give every node
+the same path on a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from hackathon.atomic import read_json
+from hackathon.errors import HackathonError
+from hackathon.logs import get_logger
+
+log = get_logger("hackathon.ddp")
+
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+RUN_DIR_ENV = "HACKATHON_RUN_DIR"
+WAIT_FOR_RANK0_SECONDS = 3600.0  # rank 0 may still be preparing data on another machine
+POLL_SECONDS = 0.5
+
+
+def is_worker_process() -> bool:
+    """True in every process of a DDP run but the first process of the first node (global rank 0)."""
+    return any(os.environ.get(v, "0") not in ("", "0") for v in RANK_VARIABLES)
+
+
+def publish_run_dir(run_dir: Path) -> None:
+    """Processes Lightning launches inherit this environment: they find the run dir even with --new."""
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+
+
+def uses_trainer(stage) -> bool:
+    return any(k == "trainer" or k.startswith("trainer.") for k in stage.config_keys)
+
+
+def _worker_run_dir(task: str, cfg, run_dir) -> Path:
+    from hackathon.runner import config_hash, find_resumable_run
+
+    chosen = os.environ.get(RUN_DIR_ENV) or run_dir or find_resumable_run(task, config_hash(cfg))
+    if not chosen:
+        raise HackathonError(f"DDP worker process (rank variables {_ranks()}) cannot find the {task} run directory.",
+                             fix="Start every node with the same --run-dir on a shared filesystem (see docs/MULTI_GPU.md).")
+    return Path(chosen).resolve()
+
+
+def _ranks() -> str:
+    return ", ".join(f"{v}={os.environ[v]}" for v in RANK_VARIABLES if v in os.environ)
+
+
+def _wait_for_training_stage(run_dir: Path, names: set[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = read_json(run_dir / "meta.json", default=None) if (run_dir / "meta.json").exists() else None
+        for name, entry in ((meta or {}).get("stages") or {}).items():
+            if name in names and entry.get("status") == "running":
+                return name
+        if meta and meta.get("status") in ("done", "failed", "interrupted") and meta.get("finished"):
+            raise HackathonError(f"Rank 0 of {run_dir} ended ({meta['status']}) before training started.",
+                                 fix="Look at rank 0's output; start the workers again with it.")
+        time.sleep(POLL_SECONDS)
+    raise HackathonError(f"No training stage of {run_dir} started within {timeout:.0f} s.",
+                         fix="Start rank 0 (NODE_RANK=0) with the same command and --run-dir.")
+
+
+def run_worker(task: str, overrides: Sequence[str] = (), spec: str | None = None, run_dir=None,
+               echo: Callable[[str], None] = print, timeout: float = WAIT_FOR_RANK0_SECONDS):
+    """Join rank 0's training stage (see the module docstring). Returns the worker's context."""
+    from hackathon import gpus
+    from hackathon.config import load_config
+    from hackathon.runner import RunContext, pipeline_module
+
+    class WorkerContext(RunContext):
+        """Rank 0 owns meta.json and metrics.json: a worker's records stay in memory."""
+
+        def save_meta(self) -> None:
+            pass
+
+        def write_metrics(self, values: dict) -> dict:
+            return {**self.read_metrics(), **values}
+
+    cfg = load_config(task, spec, overrides)
+    rd = _worker_run_dir(task, cfg, run_dir)
+    stages = {s.name: s for s in pipeline_module(task).build_stages(cfg) if uses_trainer(s)}
+    if not stages:
+        raise HackathonError(f"The {task} pipeline has no stage that uses the trainer config: nothing for a DDP "
+                             "worker to join.", fix="Run it on one device (trainer.devices=1).")
+    echo(f"DDP worker ({_ranks()}): waiting for rank 0's training stage in {rd}")
+    name = _wait_for_training_stage(rd, set(stages), timeout)
+    meta = read_json(rd / "meta.json", default={}) or {}
+    ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta=meta, stage=name,
+                        resuming=bool(meta["stages"][name].get("resumed")))
+    echo(f"DDP worker ({_ranks()}): joining stage {name}")
+    # The first process on each further machine holds that machine's GPU locks for the run.
+    with gpus.run_device_locks(ctx, echo=echo) if gpus.is_lock_owner_process() else contextlib.nullcontext():
+        stages[name].fn(ctx)
+    return ctx
