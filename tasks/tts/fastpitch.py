@@ -1,0 +1,97 @@
+"""FastPitch from scratch (learned alignment), resumable through hackathon/training.py.
+
+Output: checkpoints/fastpitch/last.ckpt (resume point) and models/fastpitch.nemo (what synthesis loads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from hackathon.errors import HackathonError
+
+NEMO_NAME = "fastpitch.nemo"
+
+
+def fastpitch_config(ctx):
+    """The resolved NeMo FastPitch config for this run: spec + model yaml + run files."""
+    from tasks.tts.g2p import g2p_config
+    from tasks.tts.model_config import load_model_config
+
+    section = ctx.cfg.fastpitch
+    stats = json.loads(ctx.path("sup_data", "pitch_stats.json").read_text())
+    dict_path = ctx.path("g2p", "pinyin_dict.txt")
+    peak_lr, warmup = float(section.peak_lr), int(section.warmup_steps)
+    filled = {
+        "train_dataset": str(ctx.path("sup_data", "train.json")),
+        "validation_datasets": str(ctx.path("sup_data", "val.json")),
+        "sup_data_path": str(ctx.path("sup_data", "train")),
+        "model.validation_ds.dataset.sup_data_path": str(ctx.path("sup_data", "val")),
+        "phoneme_dict_path": str(dict_path),
+        "pitch_mean": stats["pitch_mean"],
+        "pitch_std": stats["pitch_std"],
+        "pitch_fmin": stats["pitch_fmin"],
+        "pitch_fmax": stats["pitch_fmax"],
+        "sample_rate": int(ctx.cfg.data.sample_rate),
+        "model.text_tokenizer": g2p_config(dict_path, ctx.cfg.g2p),
+        "model.train_ds.dataloader_params.batch_size": int(section.batch_size),
+        "model.validation_ds.dataloader_params.batch_size": int(section.batch_size),
+        "model.train_ds.dataloader_params.num_workers": int(section.num_workers),
+        "model.validation_ds.dataloader_params.num_workers": int(section.num_workers),
+        # NoamAnnealing with d_model=1 peaks at lr / sqrt(warmup): choose lr so the peak is `peak_lr`.
+        "model.optim.lr": peak_lr * math.sqrt(warmup),
+        "model.optim.sched.warmup_steps": warmup,
+    }
+    cfg = load_model_config(section, filled)
+    if int(section.num_workers) == 0:
+        cfg.model.train_ds.dataloader_params.pin_memory = False
+        cfg.model.validation_ds.dataloader_params.pin_memory = False
+    return cfg
+
+
+def build_fastpitch(model_cfg, trainer, batch_size: int):
+    from nemo.collections.tts.models import FastPitchModel
+    from omegaconf import open_dict
+
+    with open_dict(model_cfg):
+        model_cfg.model.train_ds.dataloader_params.batch_size = batch_size
+        model_cfg.model.validation_ds.dataloader_params.batch_size = batch_size
+    return FastPitchModel(cfg=model_cfg.model, trainer=trainer)
+
+
+def fastpitch_stage(ctx) -> None:
+    """Train, then save models/fastpitch.nemo (last weights: the aligner improves to the very end)."""
+    from omegaconf import OmegaConf
+
+    from hackathon.atomic import atomic_path, atomic_write_text
+    from hackathon.training import fit_resumable
+
+    model_cfg = fastpitch_config(ctx)
+    atomic_write_text(ctx.path("models", "fastpitch_config.yaml"), OmegaConf.to_yaml(model_cfg))
+    result = fit_resumable(ctx, lambda trainer, bs: build_fastpitch(model_cfg, trainer, bs),
+                           ctx.cfg.fastpitch.trainer, batch_size=int(ctx.cfg.fastpitch.batch_size),
+                           monitor="val_loss", mode="min", name="fastpitch")
+    model = result.model
+    n_params = sum(p.numel() for p in model.parameters())
+    with atomic_path(ctx.path("models", NEMO_NAME), suffix=".nemo") as tmp:
+        model.save_to(str(tmp))
+    ctx.record(parameters=n_params, global_step=int(result.trainer.global_step),
+               epochs=int(result.trainer.current_epoch), train_seconds=round(result.seconds, 1),
+               batch_size=result.batch_size)
+    ctx.write_metrics({"fastpitch_params": n_params, "fastpitch_steps": int(result.trainer.global_step),
+                       "fastpitch_train_seconds": round(result.seconds, 1)})
+
+
+def load_fastpitch(run_dir: str | Path):
+    """The trained FastPitch of a run directory, in eval mode on CPU (or GPU when present)."""
+    import torch
+    from nemo.collections.tts.models import FastPitchModel
+
+    path = Path(run_dir) / "models" / NEMO_NAME
+    if not path.is_file():
+        raise HackathonError(f"{path} not found: this run has no trained FastPitch.",
+                             fix="Run `hackathon run tts` to completion, or pass --model with a finished run dir.")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = FastPitchModel.restore_from(str(path), map_location=device)
+    return model.eval()

@@ -1,0 +1,114 @@
+"""hifigan: HiFiGAN from scratch on the recordings, then fine-tuned on FastPitch's teacher-forced mels.
+
+Two resumable fits (hackathon/training.py): checkpoints/hifigan_pretrain/ and checkpoints/hifigan_finetune/;
+the fine-tune starts from the pre-trained weights. Output: models/hifigan.nemo. Skipped when
+hifigan.enabled is false (the CPU demo: its ~70 M-parameter discriminators cost ~7 s per step here).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hackathon.errors import HackathonError
+
+NEMO_NAME = "hifigan.nemo"
+
+
+def hifigan_config(ctx, phase: str, steps: int):
+    from tasks.tts.model_config import load_model_config
+
+    section = ctx.cfg.hifigan
+    if phase == "pretrain":
+        train, val, precomputed = ctx.path("sup_data", "train.json"), ctx.path("sup_data", "val.json"), False
+    else:
+        train, val, precomputed = ctx.path("mels", "train.json"), ctx.path("mels", "val.json"), True
+    filled = {
+        "train_dataset": str(train),
+        "validation_datasets": str(val),
+        "load_precomputed_mel": precomputed,
+        "sample_rate": int(ctx.cfg.data.sample_rate),
+        "model.max_steps": int(steps),
+        "model.train_ds.dataloader_params.batch_size": int(section.batch_size),
+        "model.validation_ds.dataloader_params.batch_size": int(section.batch_size),
+        "model.train_ds.dataloader_params.num_workers": int(section.num_workers),
+        "model.validation_ds.dataloader_params.num_workers": int(section.num_workers),
+    }
+    cfg = load_model_config(section, filled)
+    _check_matches_fastpitch(ctx, cfg)
+    if int(section.num_workers) == 0:
+        cfg.model.train_ds.dataloader_params.pin_memory = False
+        cfg.model.validation_ds.dataloader_params.pin_memory = False
+    return cfg
+
+
+def _check_matches_fastpitch(ctx, cfg) -> None:
+    """A vocoder trained on other mels than FastPitch makes would only produce noise: refuse early."""
+    from omegaconf import OmegaConf
+
+    fp = OmegaConf.load(ctx.path("models", "fastpitch_config.yaml"))
+    pairs = {"sample_rate": (fp.sample_rate, cfg.sample_rate), "n_mel_channels": (fp.n_mel_channels, cfg.n_mel_channels),
+             "n_fft": (fp.n_fft, cfg.n_fft), "n_window_stride": (fp.n_window_stride, cfg.n_window_stride),
+             "n_window_size": (fp.n_window_size, cfg.n_window_size), "highfreq": (fp.highfreq, cfg.highfreq),
+             "lowfreq": (fp.lowfreq, cfg.lowfreq)}
+    bad = {k: v for k, v in pairs.items() if v[0] != v[1]}
+    if bad:
+        raise HackathonError(f"HiFiGAN mel settings differ from FastPitch's: {bad} (fastpitch, hifigan).",
+                             fix="Make specs/tts/models/hifigan.yaml match models/fastpitch.yaml (or the overrides).")
+
+
+def _trainer_cfg(ctx, steps: int) -> dict:
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(ctx.cfg.hifigan.trainer, resolve=True)
+    settings.update(max_steps=int(steps), max_epochs=-1)
+    return settings
+
+
+def build_hifigan(model_cfg, trainer, batch_size: int, init_from: Path | None = None):
+    import torch
+    from nemo.collections.tts.models import HifiGanModel
+    from omegaconf import open_dict
+
+    with open_dict(model_cfg):
+        model_cfg.model.train_ds.dataloader_params.batch_size = batch_size
+    model = HifiGanModel(cfg=model_cfg.model, trainer=trainer)
+    if init_from is not None:
+        state = torch.load(init_from, map_location="cpu", weights_only=False)["state_dict"]
+        model.load_state_dict(state)
+    return model
+
+
+def hifigan_stage(ctx) -> None:
+    from hackathon.atomic import atomic_path
+    from hackathon.training import fit_resumable
+
+    section = ctx.cfg.hifigan
+    if not section.enabled:
+        ctx.record(skipped="hifigan.enabled is false: synthesis uses Griffin-Lim")
+        return
+    pre_cfg = hifigan_config(ctx, "pretrain", int(section.pretrain_steps))
+    pre = fit_resumable(ctx, lambda trainer, bs: build_hifigan(pre_cfg, trainer, bs), _trainer_cfg(ctx, section.pretrain_steps),
+                        batch_size=int(section.batch_size), name="hifigan_pretrain")
+    fine_cfg = hifigan_config(ctx, "finetune", int(section.finetune_steps))
+    fine = fit_resumable(ctx, lambda trainer, bs: build_hifigan(fine_cfg, trainer, bs, init_from=pre.last_checkpoint),
+                         _trainer_cfg(ctx, section.finetune_steps), batch_size=int(section.batch_size),
+                         name="hifigan_finetune")
+    with atomic_path(ctx.path("models", NEMO_NAME), suffix=".nemo") as tmp:
+        fine.model.save_to(str(tmp))
+    n_gen = sum(p.numel() for p in fine.model.generator.parameters())
+    n_all = sum(p.numel() for p in fine.model.parameters())
+    ctx.record(generator_parameters=n_gen, parameters=n_all, pretrain_seconds=round(pre.seconds, 1),
+               finetune_seconds=round(fine.seconds, 1),
+               seconds_per_step=round((pre.seconds + fine.seconds) / max(1, int(section.pretrain_steps) + int(section.finetune_steps)), 2))
+
+
+def load_hifigan(run_dir: str | Path):
+    import torch
+    from nemo.collections.tts.models import HifiGanModel
+
+    path = Path(run_dir) / "models" / NEMO_NAME
+    if not path.is_file():
+        raise HackathonError(f"{path} not found: this run trained no HiFiGAN.",
+                             fix="Use vocoder=griffin_lim, or run with hifigan.enabled=true.")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return HifiGanModel.restore_from(str(path), map_location=device).eval()

@@ -1,0 +1,95 @@
+"""`hackathon run tts`: prepare -> g2p -> sup_data -> fastpitch -> mels -> hifigan -> synthesize -> evaluate -> score.
+
+Each stage reads what it needs from the run directory (never from memory of an earlier stage), so a
+kill -9 anywhere is followed by the same command picking up where it stopped. Stage functions live in
+one module per stage; heavy imports (NeMo, torch, onnxruntime) happen inside them.
+"""
+
+from __future__ import annotations
+
+from hackathon.runner import Stage
+
+
+def _prepare(ctx):
+    from tasks.tts.prepare import prepare_stage
+
+    prepare_stage(ctx)
+
+
+def _g2p(ctx):
+    from tasks.tts.g2p import g2p_stage
+
+    g2p_stage(ctx)
+
+
+def _sup_data(ctx):
+    from tasks.tts.sup_data import sup_data_stage
+
+    sup_data_stage(ctx)
+
+
+def _fastpitch(ctx):
+    from tasks.tts.fastpitch import fastpitch_stage
+
+    fastpitch_stage(ctx)
+
+
+def _mels(ctx):
+    from tasks.tts.mels import mels_stage
+
+    mels_stage(ctx)
+
+
+def _hifigan(ctx):
+    from tasks.tts.hifigan import hifigan_stage
+
+    hifigan_stage(ctx)
+
+
+def _synthesize(ctx):
+    from tasks.tts.synthesize import synthesize_stage
+
+    synthesize_stage(ctx)
+
+
+def _evaluate(ctx):
+    from tasks.tts.evaluate import evaluate_stage
+
+    evaluate_stage(ctx)
+
+
+def _score(ctx):
+    from tasks.tts.evaluate import score_stage
+
+    score_stage(ctx)
+
+
+def _source_inputs(ctx):
+    """The user's data folder (content of its manifests decides whether prepare re-runs)."""
+    from pathlib import Path
+
+    src = ctx.cfg.data.source
+    return [Path(src)] if src else []
+
+
+def _model_config_inputs(section: str):
+    def inputs(ctx):
+        from tasks.tts.model_config import model_config_path
+
+        return [model_config_path(ctx.cfg[section])]
+
+    return inputs
+
+
+def build_stages(cfg) -> list[Stage]:
+    return [
+        Stage("prepare", _prepare, config_keys=("data",), inputs=_source_inputs),
+        Stage("g2p", _g2p, config_keys=("g2p",)),
+        Stage("sup_data", _sup_data, config_keys=("sup_data", "data.min_duration", "data.max_duration")),
+        Stage("fastpitch", _fastpitch, config_keys=("fastpitch",), inputs=_model_config_inputs("fastpitch")),
+        Stage("mels", _mels, config_keys=("hifigan.enabled",)),
+        Stage("hifigan", _hifigan, config_keys=("hifigan",), inputs=_model_config_inputs("hifigan")),
+        Stage("synthesize", _synthesize, config_keys=("vocoder", "griffin_lim", "synthesize")),
+        Stage("evaluate", _evaluate, config_keys=("evaluate",)),
+        Stage("score", _score),
+    ]

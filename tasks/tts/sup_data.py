@@ -1,0 +1,149 @@
+"""Supplementary data for FastPitch: pitch per clip and the speaker's pitch mean/std.
+
+NeMo's TTSDataset computes pitch with librosa.pyin and caches it under the clip's FILE NAME; after clips
+are re-split or re-cleaned under the same names it silently reuses stale pitch. Here pitch is cached by
+the clip's CONTENT hash (plus the pyin settings), in a cache shared by runs, and the run's own
+sup_data/<split>/pitch/<id>.pt files — named exactly as NeMo looks them up — are rebuilt from that cache
+every time this stage runs. The pyin call is NeMo's (same arguments), so values are identical.
+
+Alignment priors are not stored: NeMo's dataset computes them per item (beta-binomial prior, through its
+cached BetaBinomialInterpolator when the model config says use_beta_binomial_interpolator).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from hackathon.atomic import atomic_path, atomic_write_json
+from hackathon.errors import HackathonError
+from hackathon.fingerprint import file_sha256
+
+SPLITS = ("train", "val")
+
+
+def default_cache_dir() -> Path:
+    from hackathon.paths import runs_root
+
+    return runs_root() / "tts" / ".pitch_cache"
+
+
+def pitch_settings(cfg) -> dict:
+    """Everything a pitch track depends on besides the audio bytes."""
+    return {"sample_rate": int(cfg.data.sample_rate), "fmin": float(cfg.sup_data.pitch_fmin),
+            "fmax": float(cfg.sup_data.pitch_fmax), "frame_length": 1024, "algo": "librosa.pyin/nemo-v1"}
+
+
+def pitch_cache_key(audio_path: str | Path, settings: dict) -> str:
+    """sha256 of the clip's bytes + the pyin settings: a re-split clip with an old name gets a new key."""
+    h = hashlib.sha256(file_sha256(audio_path).encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def compute_pitch(audio_path: str | Path, settings: dict) -> np.ndarray:
+    """NeMo TTSDataset's pitch: librosa.pyin(audio, fmin, fmax, frame_length=win_length, sr, fill_na=0)."""
+    import librosa
+    import soundfile as sf
+
+    audio, sr = sf.read(str(audio_path), dtype="float32", always_2d=True)
+    audio = audio.mean(axis=1)
+    if sr != settings["sample_rate"]:
+        raise HackathonError(f"{audio_path}: sample rate {sr} Hz, expected {settings['sample_rate']} Hz",
+                             fix="The prepare stage converts clips; re-run it (hackathon run tts --from prepare).")
+    f0, _, _ = librosa.pyin(audio, fmin=settings["fmin"], fmax=settings["fmax"],
+                            frame_length=settings["frame_length"], sr=sr, fill_na=0.0)
+    return f0.astype(np.float32)
+
+
+def cached_pitch(audio_path: str | Path, settings: dict, cache_dir: Path) -> tuple[np.ndarray, bool]:
+    """(pitch, was_cached). The cache file is written atomically, so concurrent runs cannot tear it."""
+    key = pitch_cache_key(audio_path, settings)
+    path = Path(cache_dir) / key[:2] / f"{key}.npy"
+    if path.exists():
+        return np.load(path), True
+    pitch = compute_pitch(audio_path, settings)
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, pitch)
+    return pitch, False
+
+
+def _cached_pitch_job(job):
+    audio_path, settings, cache_dir = job
+    return cached_pitch(audio_path, settings, Path(cache_dir))
+
+
+def nemo_pitch_ids(audio_paths: list[str]) -> list[str]:
+    """The names NeMo's TTSDataset gives each clip's pitch file (path relative to the common base dir)."""
+    from nemo.collections.tts.parts.utils.tts_dataset_utils import get_base_dir
+
+    base = get_base_dir(audio_paths)
+    return [str(Path(p).relative_to(base).with_suffix("")).replace("/", "_") for p in audio_paths]
+
+
+def pitch_statistics(pitches: list[np.ndarray]) -> dict:
+    """Mean/std over voiced frames (pyin fills unvoiced ones with 0), as NeMo's compute_speaker_stats does."""
+    voiced = np.concatenate([p[p > 0] for p in pitches]) if pitches else np.array([])
+    if voiced.size == 0:
+        raise HackathonError("No voiced frame found in the training clips (pitch is 0 everywhere).",
+                             fix="Check the recordings are speech and sup_data.pitch_fmin/pitch_fmax cover the voice.")
+    return {"pitch_mean": float(voiced.mean()), "pitch_std": float(voiced.std()), "voiced_frames": int(voiced.size)}
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def keep_by_duration(rows: list[dict], cfg) -> list[dict]:
+    """Apply the duration filter here, so NeMo's own filter keeps everything and its base dir (hence the
+    pitch file names) is computed over exactly these clips."""
+    lo, hi = float(cfg.data.min_duration), float(cfg.data.max_duration)
+    return [r for r in rows if lo <= float(r["duration"]) <= hi]
+
+
+def sup_data_stage(ctx) -> None:
+    """Write sup_data/<split>.json, sup_data/<split>/pitch/<nemo id>.pt and sup_data/pitch_stats.json."""
+    import torch
+
+    from hackathon.atomic import atomic_write_jsonl
+
+    settings = pitch_settings(ctx.cfg)
+    cache_dir = Path(ctx.cfg.sup_data.cache_dir or default_cache_dir())
+    workers = max(1, int(ctx.cfg.sup_data.workers))
+    summary = {"cache_dir": str(cache_dir), "settings": settings}
+    train_pitches = []
+    for split in SPLITS:
+        rows = keep_by_duration(read_rows(ctx.path("g2p", f"{split}.json")), ctx.cfg)
+        if not rows:
+            raise HackathonError(f"No {split} clip between data.min_duration and data.max_duration "
+                                 f"({ctx.path('g2p', f'{split}.json')}).", fix="Adjust data.min_duration/max_duration.")
+        jobs = [(r["audio_filepath"], settings, str(cache_dir)) for r in rows]
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+                results = list(pool.map(_cached_pitch_job, jobs, chunksize=4))
+        else:
+            results = [_cached_pitch_job(j) for j in jobs]
+        pitch_dir = ctx.dir("sup_data", split, "pitch")
+        for old in pitch_dir.glob("*.pt"):  # never leave a previous run's file under a reused name
+            old.unlink()
+        for pitch_id, (pitch, _) in zip(nemo_pitch_ids([r["audio_filepath"] for r in rows]), results):
+            with atomic_path(pitch_dir / f"{pitch_id}.pt") as tmp:
+                torch.save(torch.from_numpy(pitch), tmp)
+        atomic_write_jsonl(ctx.path("sup_data", f"{split}.json"), rows)
+        summary[f"{split}_clips"] = len(rows)
+        summary[f"{split}_cache_hits"] = sum(1 for _, hit in results if hit)
+        if split == "train":
+            train_pitches = [p for p, _ in results]
+    stats = {**pitch_statistics(train_pitches), "pitch_fmin": settings["fmin"], "pitch_fmax": settings["fmax"]}
+    atomic_write_json(ctx.path("sup_data", "pitch_stats.json"), stats)
+    ctx.record(**summary, pitch_mean=round(stats["pitch_mean"], 2), pitch_std=round(stats["pitch_std"], 2))
+    ctx.log.info("sup_data: %s", {k: v for k, v in summary.items() if k != "settings"})
+
+
+def pyin_workers_available() -> int:
+    return max(1, (os.cpu_count() or 1))
