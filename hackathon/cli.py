@@ -434,6 +434,25 @@ def asr_export(
     console.print_json(data=summary)
 
 
+# ---------------------------------------------------------------- tts (issue 8)
+
+@tts_app.command("synthesize")
+@friendly_errors
+def tts_synthesize(
+    text: Optional[str] = typer.Argument(None, help='The sentence, e.g. "您好，张三，欢迎回家，二维码有效请您通过。"'),
+    out: Path = typer.Option(..., "-o", "--out", help="Output .wav (with --file: an output folder)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A `hackathon run tts` run dir (default: the newest)."),
+    text_file: Optional[Path] = typer.Option(None, "--file", help="UTF-8 text file, one sentence per line."),
+    rate: Optional[int] = typer.Option(None, "--rate", help="Output sample rate, e.g. 44100 (default: the spec's)."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help="griffin_lim or hifigan (default: the run's)."),
+):
+    """Speak a sentence (or every line of --file) with a trained FastPitch + vocoder."""
+    from tasks.tts.synthesize import synthesize_cli
+
+    for line in synthesize_cli(text, out, model=model, text_file=text_file, rate=rate, vocoder=vocoder):
+        console.print(line, highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 
