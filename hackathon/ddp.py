@@ -43,8 +43,18 @@ def publish_run_dir(run_dir: Path) -> None:
     os.environ[RUN_DIR_ENV] = str(run_dir)
 
 
-def uses_trainer(stage) -> bool:
-    return any(k == "trainer" or k.startswith("trainer.") for k in stage.config_keys)
+def uses_trainer(stage, cfg) -> bool:
+    """A stage whose config slice holds a Lightning `trainer:` block (trainer, fastpitch, ...) fits a model:
+    the stages a DDP worker joins."""
+    from omegaconf import OmegaConf
+
+    for key in stage.config_keys:
+        if key == "trainer" or key.startswith("trainer.") or key.endswith(".trainer") or ".trainer." in key:
+            return True
+        node = OmegaConf.select(cfg, key)
+        if OmegaConf.is_dict(node) and "trainer" in node:
+            return True
+    return False
 
 
 def _worker_run_dir(task: str, cfg, run_dir) -> Path:
@@ -61,16 +71,17 @@ def _ranks() -> str:
     return ", ".join(f"{v}={os.environ[v]}" for v in RANK_VARIABLES if v in os.environ)
 
 
-def _wait_for_training_stage(run_dir: Path, names: set[str], timeout: float) -> str:
+def _wait_for_training_stage(run_dir: Path, names: set[str], started: str, timeout: float) -> str | None:
+    """The name of the training stage rank 0 is in; None once rank 0's run has ended (after `started`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         meta = read_json(run_dir / "meta.json", default=None) if (run_dir / "meta.json").exists() else None
-        for name, entry in ((meta or {}).get("stages") or {}).items():
+        meta = meta or {}
+        for name, entry in (meta.get("stages") or {}).items():
             if name in names and entry.get("status") == "running":
                 return name
-        if meta and meta.get("status") in ("done", "failed", "interrupted") and meta.get("finished"):
-            raise HackathonError(f"Rank 0 of {run_dir} ended ({meta['status']}) before training started.",
-                                 fix="Look at rank 0's output; start the workers again with it.")
+        if meta.get("status") in ("done", "failed", "interrupted") and str(meta.get("finished", "")) >= started:
+            return None
         time.sleep(POLL_SECONDS)
     raise HackathonError(f"No training stage of {run_dir} started within {timeout:.0f} s.",
                          fix="Start rank 0 (NODE_RANK=0) with the same command and --run-dir.")
@@ -92,19 +103,24 @@ def run_worker(task: str, overrides: Sequence[str] = (), spec: str | None = None
         def write_metrics(self, values: dict) -> dict:
             return {**self.read_metrics(), **values}
 
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
     cfg = load_config(task, spec, overrides)
     rd = _worker_run_dir(task, cfg, run_dir)
-    stages = {s.name: s for s in pipeline_module(task).build_stages(cfg) if uses_trainer(s)}
+    stages = {s.name: s for s in pipeline_module(task).build_stages(cfg) if uses_trainer(s, cfg)}
     if not stages:
-        raise HackathonError(f"The {task} pipeline has no stage that uses the trainer config: nothing for a DDP "
+        raise HackathonError(f"The {task} pipeline has no stage that uses a trainer config: nothing for a DDP "
                              "worker to join.", fix="Run it on one device (trainer.devices=1).")
-    echo(f"DDP worker ({_ranks()}): waiting for rank 0's training stage in {rd}")
-    name = _wait_for_training_stage(rd, set(stages), timeout)
-    meta = read_json(rd / "meta.json", default={}) or {}
-    ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta=meta, stage=name,
-                        resuming=bool(meta["stages"][name].get("resumed")))
-    echo(f"DDP worker ({_ranks()}): joining stage {name}")
-    # The first process on each further machine holds that machine's GPU locks for the run.
-    with gpus.run_device_locks(ctx, echo=echo) if gpus.is_lock_owner_process() else contextlib.nullcontext():
-        stages[name].fn(ctx)
+    echo(f"DDP worker ({_ranks()}): waiting for rank 0's training stages in {rd}")
+    ctx = None
+    # Lightning starts the workers once per process: every later fit of rank 0 (e.g. TTS fastpitch then
+    # hifigan) must find them again, so a worker follows rank 0 through all its training stages.
+    while (name := _wait_for_training_stage(rd, set(stages), started, timeout)) is not None:
+        meta = read_json(rd / "meta.json", default={}) or {}
+        ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta=meta, stage=name,
+                            resuming=bool(meta["stages"][name].get("resumed")))
+        echo(f"DDP worker ({_ranks()}): joining stage {name}")
+        # The first process on each further machine holds that machine's GPU locks while it trains.
+        with gpus.run_device_locks(ctx, echo=echo) if gpus.is_lock_owner_process() else contextlib.nullcontext():
+            stages[name].fn(ctx)
+        del stages[name]
     return ctx

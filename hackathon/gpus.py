@@ -288,22 +288,46 @@ def visible_gpu_indices(gpus: list[dict]) -> list[int]:
     return visible
 
 
-def _requested_devices(cfg) -> tuple[str, Any]:
-    """(accelerator, devices) from a task config: Lightning's trainer.* or the detect spec's `gpus`."""
+def _trainer_sections(node, path: str = "") -> list[tuple[str, dict]]:
+    """Every Lightning `trainer:` block in a config, wherever it sits (trainer, fastpitch.trainer, ...)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "trainer" and isinstance(value, dict):
+                found.append((where, value))
+            else:
+                found.extend(_trainer_sections(value, where))
+    return found
+
+
+def _requested_devices(cfg) -> list[tuple[str, Any]]:
+    """[(accelerator, devices)] a task config asks for: each Lightning trainer block, or the detect spec's
+    `gpus` (TAO backend: docker's physical GPU indexes, accelerator "docker") / `torch.device` (torch backend)."""
     from omegaconf import OmegaConf
 
-    trainer = OmegaConf.select(cfg, "trainer")
-    if trainer is not None:
-        accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto") or "auto").lower()
-        devices = OmegaConf.select(cfg, "trainer.devices", default="auto")
-    else:
-        gpus = OmegaConf.select(cfg, "gpus", default=None)
-        if gpus is None:
-            gpus = OmegaConf.select(cfg, "train.gpus", default=0)
-        accelerator, devices = ("cpu", 0) if not gpus else ("gpu", gpus)
-    if OmegaConf.is_config(devices):
-        devices = OmegaConf.to_container(devices)
-    return accelerator, devices
+    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    requests = [(str(t.get("accelerator", "auto") or "auto").lower(), t.get("devices", "auto"))
+                for _, t in _trainer_sections(plain)]
+    torch_device = plain.get("torch", {}).get("device") if isinstance(plain.get("torch"), dict) else None
+    if plain.get("backend") == "tao" or ("gpus" in plain and torch_device is None):
+        gpus = plain.get("gpus")
+        if gpus is None or str(gpus).strip().lower() in ("none", "", "cpu", "false"):
+            requests.append(("cpu", 0))
+        elif str(gpus).strip().lower() == "all":
+            requests.append(("docker", "auto"))
+        else:  # docker --gpus device=0,1: physical indexes as nvidia-smi lists them
+            items = str(gpus).split(",") if isinstance(gpus, (str, int)) else list(gpus)
+            requests.append(("docker", [int(str(i).strip()) for i in items if str(i).strip()]))
+    elif torch_device is not None:
+        device = str(torch_device).lower()
+        if device == "cpu":
+            requests.append(("cpu", 0))
+        elif device.startswith("cuda:"):
+            requests.append(("gpu", [int(device.split(":", 1)[1])]))
+        else:  # auto | cuda: the first visible GPU
+            requests.append(("auto", 1))
+    return requests
 
 
 def select_gpus(accelerator: str, devices: Any, visible: list[int]) -> list[int]:
@@ -341,11 +365,20 @@ def lock_keys_for(cfg) -> list[str]:
             explicit = OmegaConf.to_container(explicit)
     if explicit is not None:
         return _listify_keys(explicit)
-    accelerator, devices = _requested_devices(cfg)
-    if accelerator == "cpu":
+    requests = [(acc, dev) for acc, dev in _requested_devices(cfg) if acc != "cpu"]
+    if not requests:
         return []  # no nvidia-smi call for CPU runs
-    visible = visible_gpu_indices(query_gpus())
-    return [f"gpu{i}" for i in select_gpus(accelerator, devices, visible)]
+    table = query_gpus()
+    visible = visible_gpu_indices(table)
+    physical = [g["index"] for g in table]  # docker ignores CUDA_VISIBLE_DEVICES
+    indices = set()
+    for acc, dev in requests:
+        if acc == "docker":
+            indices.update(physical if dev == "auto" else [i for i in dev if i in physical])
+        else:
+            indices.update(select_gpus(acc, dev, visible))
+    indices = sorted(indices)
+    return [f"gpu{i}" for i in indices]
 
 
 def is_lock_owner_process() -> bool:

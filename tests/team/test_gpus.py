@@ -170,7 +170,7 @@ def test_gpu_config_on_machine_without_gpus_takes_no_lock(team_env, monkeypatch)
     assert gpus.lock_keys_for(OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 1}})) == []
     monkeypatch.setattr(gpus, "query_gpus", lambda: gpus.parse_nvidia_smi("0, GPU-a, X, 0, 100, 0\n1, GPU-b, X, 0, 100, 0"))
     assert gpus.lock_keys_for(OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 2}})) == ["gpu0", "gpu1"]
-    assert gpus.lock_keys_for(OmegaConf.create({"gpus": 1})) == ["gpu0"]
+    assert gpus.lock_keys_for(OmegaConf.create({"gpus": 1})) == ["gpu1"]  # a `gpus` field holds docker indexes
 
 
 def test_ddp_child_processes_do_not_lock(team_env, monkeypatch):
@@ -178,3 +178,29 @@ def test_ddp_child_processes_do_not_lock(team_env, monkeypatch):
     assert not gpus.is_lock_owner_process()
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert gpus.is_lock_owner_process()
+
+
+def _two_gpus(monkeypatch):
+    monkeypatch.setattr(gpus, "query_gpus",
+                        lambda: gpus.parse_nvidia_smi("0, GPU-a, X, 0, 100, 0\n1, GPU-b, X, 0, 100, 0"))
+
+
+def test_every_trainer_block_counts_tts_style(team_env, monkeypatch):
+    _two_gpus(monkeypatch)
+    cfg = OmegaConf.create({"fastpitch": {"trainer": {"devices": 1}},
+                            "hifigan": {"enabled": False, "trainer": {"devices": 2, "accelerator": "gpu"}}})
+    assert gpus.lock_keys_for(cfg) == ["gpu0", "gpu1"]
+
+
+def test_detect_backends_name_their_gpus(team_env, monkeypatch):
+    _two_gpus(monkeypatch)
+    def keys(**cfg):
+        return gpus.lock_keys_for(OmegaConf.create(cfg))
+
+    assert keys(backend="torch", gpus="none", torch={"device": "auto"}) == ["gpu0"]
+    assert keys(backend="torch", gpus="none", torch={"device": "cuda:1"}) == ["gpu1"]
+    assert keys(backend="torch", gpus="all", torch={"device": "cpu"}) == []
+    assert keys(backend="tao", gpus="all", torch={"device": "cpu"}) == ["gpu0", "gpu1"]
+    assert keys(backend="tao", gpus="1", torch={"device": "auto"}) == ["gpu1"]  # docker --gpus device=1
+    assert keys(backend="tao", gpus=0, torch={"device": "auto"}) == ["gpu0"]
+    assert keys(backend="tao", gpus="none", torch={"device": "auto"}) == []
