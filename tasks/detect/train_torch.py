@@ -47,7 +47,17 @@ def model_name(cfg, device) -> str:
     return name
 
 
-def build_model(name: str, num_classes: int, weights_file: str | None = None):
+def set_input_size(model, size: int | None) -> None:
+    """Run the SSD at size x size instead of its native 320/300. SSD's default boxes are fractions of
+    the image and feature-map sizes are read at run time, so only the resize step changes; a smaller
+    size is what makes the CPU demo train in minutes (cost grows with size squared)."""
+    if size:
+        model.transform.fixed_size = (int(size), int(size))
+        model.transform.min_size = (int(size),)
+        model.transform.max_size = int(size)
+
+
+def build_model(name: str, num_classes: int, weights_file: str | None = None, input_size: int | None = None):
     """SSD with `num_classes` foreground classes (+ background). Never downloads: weights come from
     `weights_file` (a state dict or a checkpoint of ours) or the model starts from scratch."""
     import torch
@@ -55,6 +65,7 @@ def build_model(name: str, num_classes: int, weights_file: str | None = None):
 
     builder = getattr(detection, name)
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
+    set_input_size(model, input_size)
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
@@ -94,7 +105,7 @@ class DetectionData:
         if i in self._tensors:
             return self._tensors[i]
         with Image.open(self.ds.images[i].path) as im:
-            t = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+            t = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
         if self.cache:
             self._tensors[i] = t
         return t
@@ -200,7 +211,7 @@ def train_once(ctx, batch_size: int) -> dict:
     val_json = split_json(ctx, "val")
     val = DetectionData(val_json)
     name = model_name(ctx.cfg, device)
-    model = build_model(name, len(train.ds.classes), t.weights).to(device)
+    model = build_model(name, len(train.ds.classes), t.weights, t.get("input_size")).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
     epochs = int(t.epochs)
     steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
@@ -250,6 +261,7 @@ def train_once(ctx, batch_size: int) -> dict:
         elapsed += time.time() - t0
         state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch, step=step,
                      batch_size=batch_size, model_name=name, classes=list(train.ds.classes), train_seconds=elapsed,
+                     input_size=t.get("input_size"),
                      best_map50=max(best_map, val_map if val_map == val_map else -1.0))
         if val_map == val_map and val_map > best_map:
             best_map = val_map
@@ -319,11 +331,11 @@ def infer_stage(ctx) -> None:
     device = pick_device(ctx.cfg)
     split = str(ctx.cfg.eval.split)
     data = DetectionData(split_json(ctx, split), cache=False)
-    model = build_model(ck["model_name"], len(ck["classes"]))
+    model = build_model(ck["model_name"], len(ck["classes"]), input_size=ck.get("input_size"))
     model.load_state_dict(ck["model"])
     model.to(device)
     t0 = time.time()
     dets = predict(model, data, device, score_threshold=float(ctx.cfg.torch.score_threshold))
-    atomic_write_json(ctx.path("predictions", f"{split}.json"), dets)
+    atomic_write_json(ctx.path("predictions", f"{split}.json"), dets, indent=None)
     ctx.record(checkpoint=str(ck_path), checkpoint_epoch=ck["epoch"], detections=len(dets),
                images=len(data), seconds_per_image=round((time.time() - t0) / max(1, len(data)), 4))
