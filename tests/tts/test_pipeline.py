@@ -1,0 +1,122 @@
+"""The whole TTS pipeline on a tiny espeak-ng corpus: kill -9 during FastPitch training, the same command
+resumes; HiFiGAN pre-train + fine-tune on FastPitch mels; metrics; synthesis of an unseen name via the CLI.
+
+Run under `flock /tmp/hackathon-train.lock` like every training test (see the brief).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from data_tools.audio import read_audio
+from data_tools.manifest import ManifestEntry, write_manifest
+
+TEMPLATE = "{greeting}，{name}，欢迎回家，二维码有效请您通过。"
+SPLIT_NAMES = {"train": ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨帆"], "val": ["赵磊"], "test": ["黄丽", "周杰"]}
+
+# Tiny everything: the point is the mechanics (resume, stages, files), not the quality.
+OVERRIDES = [
+    "fastpitch.model_overrides.model.symbols_embedding_dim=32",
+    "fastpitch.model_overrides.model.input_fft.n_layer=1",
+    "fastpitch.model_overrides.model.output_fft.n_layer=1",
+    "fastpitch.model_overrides.model.input_fft.d_inner=64",
+    "fastpitch.model_overrides.model.output_fft.d_inner=64",
+    "fastpitch.model_overrides.model.duration_predictor.filter_size=32",
+    "fastpitch.model_overrides.model.pitch_predictor.filter_size=32",
+    "fastpitch.batch_size=4",
+    "fastpitch.trainer.max_epochs=8",
+    "fastpitch.trainer.max_time=null",
+    "fastpitch.trainer.check_val_every_n_epoch=4",
+    "sup_data.pitch_fmax=600",
+    "hifigan.enabled=true",
+    "hifigan.batch_size=2",
+    "hifigan.pretrain_steps=1",
+    "hifigan.finetune_steps=1",
+    "synthesize.max_sentences=2",
+    "griffin_lim.n_iter=8",
+    "evaluate.asr_overrides=[trainer.max_epochs=1,export.onnx=false,data.batch_size=4]",
+]
+
+
+def espeak(path: Path, text: str) -> ManifestEntry:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin+f2", "-s", "170", "-w", str(path), text],
+                   check=True, capture_output=True)
+    audio, sr = read_audio(path)
+    return ManifestEntry(str(path), len(audio) / sr, text)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tts_corpus")
+    for split, names in SPLIT_NAMES.items():
+        entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))
+                   for i, n in enumerate(names)]
+        write_manifest(root / f"{split}_manifest.json", entries)
+    return root
+
+
+def hackathon(*args: str) -> list[str]:
+    exe = Path(os.sys.executable).parent / "hackathon"
+    return [str(exe), *args]
+
+
+def loadable(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0 and zipfile.is_zipfile(path)
+
+
+@pytest.mark.slow
+def test_kill_during_fastpitch_then_same_command_resumes_and_speaks(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = hackathon("run", "tts", "--run-dir", str(run_dir), f"data.source={corpus}", *OVERRIDES)
+    last = run_dir / "checkpoints" / "fastpitch" / "last.ckpt"
+
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not loadable(last) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert first.poll() is None, "the run ended before FastPitch wrote its first checkpoint"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["stages"]["fastpitch"]["status"] == "running"  # killed mid-stage
+
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    fastpitch = meta["stages"]["fastpitch"]
+    assert fastpitch["resumed"] and fastpitch["resumed_from"]["epochs_done"] >= 1
+    assert fastpitch["global_step"] > fastpitch["resumed_from"]["global_step"]  # went on from there
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "pesq_wb", "asr_cer", "name_exact_rate",
+                "copy_dnsmos_ovrl", "copy_pesq_wb", "vocoder", "pesq_alignment"):
+        assert metrics.get(key) is not None, key
+    assert metrics["vocoder"] == "griffin_lim" and metrics["n_sentences"] == 2
+    assets = json.loads((run_dir / "report_assets.json").read_text())
+    assert all((run_dir / a["path"]).is_file() for a in assets["audio"] + assets["images"])
+    assert (run_dir / "models" / "hifigan.nemo").is_file()
+    mels = [json.loads(line) for line in (run_dir / "mels" / "train.json").read_text().splitlines()]
+    assert len({Path(m["mel_filepath"]).name for m in mels}) == len(mels)  # unique names
+
+    # A name never seen in training, at 44.1 kHz, with both vocoders.
+    for vocoder in ("griffin_lim", "hifigan"):
+        out = tmp_path / f"unseen_{vocoder}.wav"
+        said = subprocess.run(hackathon("tts", "synthesize", "您好，欧阳娜娜，欢迎回家。", "-o", str(out), "--model",
+                                        str(run_dir), "--rate", "44100", "--vocoder", vocoder),
+                              capture_output=True, text=True, timeout=300)
+        assert said.returncode == 0, said.stderr[-2000:]
+        audio, sr = read_audio(out)
+        assert sr == 44100 and len(audio) / sr > 0.5 and abs(audio).max() > 0.1
+
+    refused = subprocess.run(hackathon("tts", "synthesize", "您好，3号楼", "-o", str(tmp_path / "x.wav"), "--model",
+                                       str(run_dir)), capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "'3'" in refused.stderr and not (tmp_path / "x.wav").exists()
