@@ -36,6 +36,8 @@ from hackathon.errors import HackathonError
 EVAL_RATE = 16000
 NAME_PATTERN = re.compile(r"^[^，,]+[，,](?P<name>[^，,。]+)[，,]")  # "<greeting>，<name>，..." (the demo sentence)
 ALIGNMENTS = ("trim", "stretch")
+ASR_KEYS = ("asr_cer", "asr_cer_fixed", "name_exact_rate", "asr_reference_cer", "asr_reference_cer_fixed",
+            "reference_name_exact_rate")
 STRETCH_TOLERANCE = 0.02  # below 2 % length difference the phase vocoder would only add artefacts
 
 
@@ -273,8 +275,8 @@ def score_stage(ctx) -> None:
             if line.strip()]
     if not rows:
         raise HackathonError(f"{ctx.path('eval', 'scores.jsonl')} is empty.", fix="Re-run: hackathon run tts --from evaluate")
-    metrics = {**aggregate(rows), "vocoder": str(ctx.cfg.vocoder),
-               "pesq_alignment": str(ctx.cfg.evaluate.pesq_alignment)}
+    metrics = {**dict.fromkeys(ASR_KEYS), **aggregate(rows), "vocoder": str(ctx.cfg.vocoder),
+               "pesq_alignment": str(ctx.cfg.evaluate.pesq_alignment)}  # None: not measured in this run
     ctx.write_metrics(metrics)
     index = {json.loads(line)["id"]: json.loads(line)
              for line in ctx.path("synth", "index.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()}
@@ -290,6 +292,10 @@ def score_stage(ctx) -> None:
             assets["images"].append({"path": image, "caption": f"{row['id']}: target vs predicted mel"})
             assets["audio"].append({"path": item["copy"], "caption": f"{row['id']}: copy-synthesis ({ctx.cfg.vocoder} "
                                                                      "on the recording's mel)", "text": row["text"]})
+            reference = Path(item["reference"])
+            if reference.is_relative_to(ctx.run_dir):  # the prepare stage's cleaned copy, inside the run dir
+                assets["audio"].append({"path": str(reference.relative_to(ctx.run_dir)),
+                                        "caption": f"{row['id']}: held-out recording", "text": row["text"]})
     assets["tables"].append({"title": "Held-out sentences (names unseen in training)", "rows": [_table_row(r) for r in rows]})
     atomic_write_json(ctx.path("report_assets.json"), assets)
     ctx.log.info("tts metrics: %s", metrics)

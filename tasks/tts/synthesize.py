@@ -79,7 +79,7 @@ class Synthesizer:
 # ---------------------------------------------------------------- stage
 
 def synthesize_stage(ctx) -> None:
-    from data_tools.audio import read_audio, write_wav
+    from data_tools.audio import read_audio, to_mono, write_wav
     from hackathon.atomic import atomic_write_jsonl
 
     split = ctx.cfg.synthesize.split
@@ -100,6 +100,7 @@ def synthesize_stage(ctx) -> None:
         audio_seconds += len(audio) / synth.sample_rate
         write_wav(out / "test" / f"{clip_id}.wav", audio, synth.sample_rate)
         reference, sr = read_audio(row["audio_filepath"])
+        reference = to_mono(reference)
         if sr != synth.sample_rate:
             raise HackathonError(f"{row['audio_filepath']}: {sr} Hz, the model works at {synth.sample_rate} Hz",
                                  fix="Re-run the prepare stage (it converts every clip).")
