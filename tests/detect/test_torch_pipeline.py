@@ -10,7 +10,7 @@ import pytest
 
 from hackathon.errors import HackathonError
 
-TINY = ["demo.num_images=24", "torch.epochs=1", "torch.batch_size=8", "torch.max_train_minutes=0",
+TINY = ["demo.num_images=24", "torch.epochs=1", "torch.batch_size=8", "torch.max_train_minutes=0", "torch.input_size=128",
         "torch.warmup_steps=2", "export.width=96", "export.height=96", "eval.samples=2"]
 
 
