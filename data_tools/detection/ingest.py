@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_json
+from hackathon.atomic import atomic_write_bytes, atomic_write_json
 from hackathon.errors import HackathonError
 from hackathon.logs import get_logger
 
@@ -159,25 +158,52 @@ def _merge_boxes(existing: list[Box], new: list[Box], where: str, report: Ingest
 
 # ----------------------------------------------------------------------------- writing
 
-def _unique_name(path: Path, sha: str, taken: set[str], ext: str) -> str:
-    name = f"{path.stem}{ext}"
-    if name in taken:
-        name = f"{path.stem}_{sha[:8]}{ext}"
-    taken.add(name)
-    return name
+def _encoded_bytes(im, src: Path, reencode: bool, ext: str) -> bytes:
+    if not reencode:
+        return src.read_bytes()
+    import io
+
+    buf = io.BytesIO()
+    if ext == ".png":
+        im.save(buf, format="PNG")
+    else:
+        im.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
 
 
-def _write_image(im, src: Path, reencode: bool, target: Path) -> None:
-    if target.exists():
-        return  # same content-hash name already written by an earlier (resumed) ingest
-    with atomic_path(target) as tmp:
-        if reencode:
-            if target.suffix == ".png":
-                im.save(tmp, format="PNG")
-            else:
-                im.save(tmp, format="JPEG", quality=95)
-        else:
-            shutil.copyfile(src, tmp)
+def _place_image(data: bytes, stem: str, ext: str, sha: str, images_dir: Path, taken: set[str]) -> Path:
+    """Write `data` under images_dir with the source's name when free, else with a content-hash suffix.
+    A file already there with other bytes is never overwritten; one with the same bytes is reused
+    (a re-run of the prepare stage writes nothing twice)."""
+    for name in (f"{stem}{ext}", f"{stem}_{sha[:8]}{ext}", f"{stem}_{sha}{ext}"):
+        target = images_dir / name
+        if name in taken or (target.exists() and target.read_bytes() != data):
+            continue
+        taken.add(name)
+        if not target.exists():
+            atomic_write_bytes(target, data)
+        return target
+    raise HackathonError(f"Cannot find a free file name for {stem}{ext} in {images_dir}.",
+                         fix="Ingest into a new, empty --out folder.")
+
+
+def _check_output_dir(out: Path, sources: list[Path]) -> None:
+    """Refuse to write where we could clobber the user's own files."""
+    existing = out / "dataset.json"
+    if existing.exists():
+        from hackathon.atomic import read_json
+
+        try:
+            ours = (read_json(existing) or {}).get("info", {}).get("description") == "hackathon face-mask dataset"
+        except ValueError:
+            ours = False
+        if not ours:
+            raise HackathonError(f"{existing} exists and was not written by `hackathon detect ingest`; not overwriting it.",
+                                 fix="Choose a new --out folder.")
+    for src in sources:
+        if src.exists() and (out.resolve() == src.resolve() or src.resolve() in out.resolve().parents):
+            raise HackathonError(f"--out {out} is inside the source {src}.",
+                                 fix="Write the ingested dataset outside the source folders (sources are read-only to us).")
 
 
 def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, aliases_file: str | os.PathLike | None = None,
@@ -187,6 +213,7 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, aliases
     found; individual bad files are reported, not fatal."""
     aliases = AliasTable.load(aliases_file)
     out = Path(out_dir)
+    _check_output_dir(out, [Path(s) for s in sources])
     images_dir = out / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     report = IngestReport()
@@ -219,8 +246,8 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, aliases
                 by_sha[sha].boxes = _merge_boxes(by_sha[sha].boxes, boxes, rec.annotation, report)
                 continue
             ext = rec.image_path.suffix.lower() if not reencode else (".png" if rec.image_path.suffix.lower() == ".png" else ".jpg")
-            target = images_dir / _unique_name(rec.image_path, sha, taken, ext)
-            _write_image(im, rec.image_path, reencode, target)
+            target = _place_image(_encoded_bytes(im, rec.image_path, reencode, ext), rec.image_path.stem, ext, sha,
+                                  images_dir, taken)
             by_sha[sha] = ImageRecord(target, w, h, _merge_boxes([], boxes, rec.annotation, report),
                                       source=rec.annotation, sha256=sha)
             order.append(sha)

@@ -172,3 +172,28 @@ def test_sources_are_never_modified(tmp_path, mixed_sources):
     ingest(list(mixed_sources.values()), tmp_path / "out")
     after = {p: p.read_bytes() for s in mixed_sources.values() for p in s.rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_output_inside_source_or_foreign_dataset_json_refused(tmp_path):
+    src = tmp_path / "src"
+    write_voc(src, "a.png", [("with_mask", 10, 10, 40, 40)])
+    with pytest.raises(HackathonError, match="inside the source"):
+        ingest([src], src / "out")
+    foreign = tmp_path / "theirs"
+    foreign.mkdir()
+    (foreign / "dataset.json").write_text('{"images": []}')
+    with pytest.raises(HackathonError, match="not overwriting"):
+        ingest([src], foreign)
+    assert (foreign / "dataset.json").read_text() == '{"images": []}'
+
+
+def test_reingest_into_same_out_reuses_files_and_keeps_foreign_ones(tmp_path):
+    src = tmp_path / "src"
+    write_voc(src, "a.png", [("with_mask", 10, 10, 40, 40)])
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "a.png").write_bytes(b"somebody else's file")
+    first = load_dataset(ingest([src], out)[0]).images[0].path
+    assert first.name != "a.png" and (out / "images" / "a.png").read_bytes() == b"somebody else's file"
+    second = load_dataset(ingest([src], out)[0]).images[0].path
+    assert second == first and len(list((out / "images").iterdir())) == 2
