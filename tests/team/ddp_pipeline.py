@@ -12,6 +12,7 @@ itself; the model, data loaders and optimiser come from tasks/asr/train.py's bui
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -38,9 +39,12 @@ def ddp_train_stage(ctx) -> None:
     first = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.fit(model)
     changed = sum(int(not (p.detach() == first[n]).all()) for n, p in model.named_parameters())
+    # DDP averages gradients across ranks: every rank must end with bit-identical weights
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for _, p in model.named_parameters()))
     losses = trainer.callback_metrics
     report = {"global_rank": trainer.global_rank, "world_size": trainer.world_size, "pid": os.getpid(),
               "global_step": trainer.global_step, "params_changed": changed, "params": len(first),
+              "weights_sha256": digest.hexdigest(),
               "train_loss": float(losses["train_loss"]) if "train_loss" in losses else None,
               "backend": trainer.strategy.process_group_backend}
     target = ctx.path("ddp", f"rank{trainer.global_rank}.json")

@@ -92,6 +92,8 @@ def test_asr_demo_model_trains_with_ddp_on_two_cpu_processes(team_env, tmp_path)
     assert all(r["backend"] == "gloo" for r in ranks)
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 3  # trainer.max_epochs=1, 3 batches
     assert all(r["params_changed"] > 0.9 * r["params"] for r in ranks), ranks  # the weights moved...
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # ...in step: gradients were all-reduced
+    assert ranks[0]["train_loss"] != ranks[1]["train_loss"]  # each rank saw its own shard of the data
     assert all(r["train_loss"] is not None and r["train_loss"] == r["train_loss"] for r in ranks)  # ...finite loss
     assert "DDP worker (LOCAL_RANK=1" in out.stdout
     meta = json.loads((run_dir / "meta.json").read_text())

@@ -109,3 +109,42 @@ def test_cpu_run_takes_no_lock_even_while_gpu0_is_held(team_env, tmp_path):
         out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, out
     assert "gpu_locks" not in json.loads((tmp_path / "cpu" / "meta.json").read_text())
+
+
+HOLDER = """
+import sys, time
+from hackathon import gpus
+with gpus.hold(["gpu0"], run_dir="/runs/asr/holder"):
+    print("HOLDING", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_cli_hackathon_run_asr_queues_behind_the_gpu_and_runs_after_kill9(team_env, tmp_path, hackathon_bin):
+    """The real command on the real ASR pipeline (its prepare stage: no training), gpu0 stood in for."""
+    env = {**team_env, "HACKATHON_LOCK_KEYS": "gpu0"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "HOLDING"
+    run_dir = tmp_path / "runs" / "asr" / "cli"
+    cmd = [hackathon_bin, "run", "asr", "--only", "prepare", "--run-dir", str(run_dir)]
+    try:
+        refused = subprocess.run(cmd[:-2] + ["--run-dir", str(tmp_path / "refused"), "--no-wait"], env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and "GPU gpu0 is busy" in refused.stderr and "fix:" in refused.stderr
+        queued = subprocess.Popen(cmd, env={**env, "COLUMNS": "300"}, cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        line = ""
+        while "waiting for GPU gpu0" not in line:
+            line = queued.stdout.readline()
+            assert line, "hackathon run asr ended without queueing"
+        assert f"pid {holder.pid}" in line and "/runs/asr/holder" in line
+        time.sleep(1.0)
+        assert queued.poll() is None and json.loads((run_dir / "meta.json").read_text())["status"] == "queued"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    rest = queued.communicate(timeout=300)[0]
+    assert queued.returncode == 0, rest
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["status"] == "done" and meta["stages"]["prepare"]["status"] == "done"
+    assert meta["gpu_locks"] == ["gpu0"] and (run_dir / "data" / "train_manifest.json").exists()
