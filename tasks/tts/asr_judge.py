@@ -25,14 +25,13 @@ JUDGE_MODEL = "model/trained.nemo"
 
 
 def judge_key(manifest: Path, spec: str, overrides: list[str]) -> str:
+    from data_tools.manifest import read_manifest
     from hackathon.fingerprint import file_sha256
 
     h = hashlib.sha256(json.dumps([spec, sorted(overrides)]).encode())
-    for line in manifest.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            h.update(file_sha256(row["audio_filepath"]).encode())
-            h.update(row["text"].encode())
+    for entry in read_manifest(manifest):
+        h.update(file_sha256(entry.audio_filepath).encode())
+        h.update(entry.text.encode())
     return h.hexdigest()[:16]
 
 
@@ -40,8 +39,9 @@ def judge_manifest(ctx) -> Path:
     """Whole training sentences (phrase clips add little for the judge and double its training time)."""
     from hackathon.atomic import atomic_write_jsonl
 
-    rows = [json.loads(line) for line in ctx.path("g2p", "train.json").read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    from data_tools.manifest import read_manifest
+
+    rows = [e.to_dict() for e in read_manifest(ctx.path("g2p", "train.json"))]
     whole = [{k: r[k] for k in ("audio_filepath", "duration", "text")} for r in rows if r.get("phrase_index", -1) == -1]
     return atomic_write_jsonl(ctx.path("eval", "judge_train_manifest.json"), whole or rows)
 

@@ -11,9 +11,7 @@ clips it excluded, and `hackathon tts synthesize` can refuse a sentence instead 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from hackathon.atomic import atomic_write_json, atomic_write_text
@@ -176,16 +174,13 @@ def phonemes_of(text: str, tokenizer) -> list[str]:
 
 # ---------------------------------------------------------------- stage
 
-def read_manifest(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def g2p_stage(ctx) -> None:
     """Write the dictionary, check every transcript, write manifests without the clips that cannot map.
 
     Output: g2p/pinyin_dict.txt, g2p/{train,val,test}.json (clips whose text maps fully, with the phoneme
     string added for inspection) and g2p/report.json listing each excluded clip and character.
     """
+    from data_tools.manifest import read_manifest
     from hackathon.atomic import atomic_write_jsonl
 
     dict_path = write_pinyin_dict(ctx.path("g2p", "pinyin_dict.txt"))
@@ -194,7 +189,7 @@ def g2p_stage(ctx) -> None:
               "vocabulary_size": len(tokenizer.tokens), "excluded": [], "unmapped_characters": {}}
     for split in ("train", "val", "test"):
         kept = []
-        for row in read_manifest(ctx.path("data", f"{split}.json")):
+        for row in (e.to_dict() for e in read_manifest(ctx.path("data", f"{split}.json"))):
             problems = unmapped_characters(row["text"], tokenizer)
             if problems:
                 report["excluded"].append({"split": split, "audio_filepath": row["audio_filepath"],
@@ -220,12 +215,3 @@ def g2p_stage(ctx) -> None:
 def _count_entries(dict_path: Path) -> int:
     return sum(1 for line in dict_path.read_text(encoding="utf-8").splitlines() if line and not line.startswith(";;;"))
 
-
-@lru_cache(maxsize=4)
-def cached_tokenizer(dict_path: str, segmenter: str, phoneme_prefix: str, tone_prefix: str, ascii_prefix: str):
-    """A tokenizer per dictionary, for synthesis loops (building one loads jieba and cc_cedict)."""
-    from types import SimpleNamespace
-
-    cfg = SimpleNamespace(word_segmenter=segmenter, phoneme_prefix=phoneme_prefix, tone_prefix=tone_prefix,
-                          ascii_letter_prefix=ascii_prefix)
-    return make_tokenizer(dict_path, cfg)

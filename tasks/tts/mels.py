@@ -9,7 +9,6 @@ mels/{train,val}.json (NeMo manifests with mel_filepath). Skipped (nothing writt
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,3 @@ def mels_stage(ctx) -> None:
         counts[split] = len(rows)
     ctx.record(mels=counts)
 
-
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

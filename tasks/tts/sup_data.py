@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -96,7 +95,9 @@ def pitch_statistics(pitches: list[np.ndarray]) -> dict:
 
 
 def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    from data_tools.manifest import read_manifest
+
+    return [e.to_dict() for e in read_manifest(path)]
 
 
 def keep_by_duration(rows: list[dict], cfg) -> list[dict]:
@@ -143,7 +144,3 @@ def sup_data_stage(ctx) -> None:
     atomic_write_json(ctx.path("sup_data", "pitch_stats.json"), stats)
     ctx.record(**summary, pitch_mean=round(stats["pitch_mean"], 2), pitch_std=round(stats["pitch_std"], 2))
     ctx.log.info("sup_data: %s", {k: v for k, v in summary.items() if k != "settings"})
-
-
-def pyin_workers_available() -> int:
-    return max(1, (os.cpu_count() or 1))

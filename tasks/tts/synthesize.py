@@ -11,7 +11,6 @@ synth/index.jsonl tying each id to its text and reference recording.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -80,11 +79,11 @@ class Synthesizer:
 
 def synthesize_stage(ctx) -> None:
     from data_tools.audio import read_audio, to_mono, write_wav
+    from data_tools.manifest import read_manifest
     from hackathon.atomic import atomic_write_jsonl
 
     split = ctx.cfg.synthesize.split
-    rows = [json.loads(line) for line in ctx.path("g2p", f"{split}.json").read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = [e.to_dict() for e in read_manifest(ctx.path("g2p", f"{split}.json"))]
     rows = evenly_spaced(rows, int(ctx.cfg.synthesize.max_sentences))
     if not rows:
         raise HackathonError(f"No {split} sentence to synthesize ({ctx.path('g2p', f'{split}.json')}).",
@@ -110,8 +109,7 @@ def synthesize_stage(ctx) -> None:
         np.save(out / f"{clip_id}.target.npy", target_mel)
         index.append({"id": clip_id, "text": row["text"], "reference": row["audio_filepath"],
                       "synth": f"synth/test/{clip_id}.wav", "copy": f"synth/copy/{clip_id}.wav",
-                      "pred_mel": f"synth/{clip_id}.pred.npy", "target_mel": f"synth/{clip_id}.target.npy",
-                      "name": row.get("name")})
+                      "pred_mel": f"synth/{clip_id}.pred.npy", "target_mel": f"synth/{clip_id}.target.npy"})
     atomic_write_jsonl(out / "index.jsonl", index)
     rtf = seconds / audio_seconds if audio_seconds else None
     ctx.record(sentences=len(index), vocoder=synth.vocoder_kind, real_time_factor=round(rtf, 3) if rtf else None)
