@@ -192,7 +192,9 @@ def show_runs(console, task: str | None = None, user: str | None = None, as_json
     for col in ("task", "user", "status", "started", "metrics", *(["gpus"] if show_gpus else []), "run"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r["metrics"].items())[:6])
+        numbers = [(k, v) for k, v in sorted(r["metrics"].items()) if isinstance(v, (int, float))
+                   and not isinstance(v, bool)]  # per-class dicts etc. are in the run's report
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in numbers[:6])
         table.add_row(r["task"], r["user"] or "-", r["status"] or "-", short_time(r["started"]), metrics or "-",
                       *([",".join(r["gpus"]) or "-"] if show_gpus else []), short_run_dir(r["run_dir"]))
     console.print(table)

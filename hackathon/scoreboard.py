@@ -97,7 +97,8 @@ def print_scoreboard(console) -> list[dict]:
             table.add_row(row["task"], ranked_by, "no scored run", "-", "-", "0", "-")
             continue
         shown = {row["metric"], *row["tie_break"]}
-        others = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["metrics"].items()) if k not in shown)
+        others = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["metrics"].items())
+                           if k not in shown and _number(v) is not None)
         table.add_row(row["task"], ranked_by, _headline(row), best["user"] or "-", others or "-",
                       str(row["scored_runs"]), short_run_dir(best["run_dir"]))
     console.print(table)
@@ -136,7 +137,7 @@ def write_index_html(path: str | os.PathLike) -> Path:
                          f"<td>{report_cell(best['run_dir'])}</td></tr>")
     run_rows = []
     for r in runs:
-        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r["metrics"].items()))
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r["metrics"].items()) if _number(v) is not None)
         run_rows.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['user'] or '-')}</td><td>{e(r['status'] or '-')}</td>"
                         f"<td>{e(r['started'] or '-')}</td><td>{e(metrics or '-')}</td><td>{e(r['run_dir'])}</td>"
                         f"<td>{report_cell(r['run_dir'])}</td></tr>")

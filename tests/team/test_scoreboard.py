@@ -22,7 +22,7 @@ RUNS = [  # (task, user, metrics written by the run's evaluate stage into metric
     ("tts", "bo", {"dnsmos_ovrl": 3.2, "pesq_wb": 2.4}),  # same DNSMOS, better PESQ wins the tie
     ("tts", "cy", {"dnsmos_ovrl": 2.9, "pesq_wb": 3.5}),
     ("detect", "cy", {"map50": 0.55, "map": 0.3}),
-    ("detect", "ana", {"map50": 0.71, "map": 0.4}),  # highest mAP@.5 wins
+    ("detect", "ana", {"map50": 0.71, "map": 0.4, "ap50_per_class": {"mask": 0.8}}),  # highest mAP@.5 wins
 ]
 
 
@@ -58,7 +58,8 @@ def test_score_command_table_json_and_html(scored_runs, tmp_path, hackathon_bin)
     assert [r.split()[1] for r in rows] == ["asr", "tts", "detect"], out.stdout
     assert "cer=0.1200" in rows[0] and " bo " in rows[0] and "wer=0.3000" in rows[0]
     assert "dnsmos_ovrl=3.2000 pesq_wb=2.4000" in rows[1] and " bo " in rows[1]
-    assert "map50=0.7100" in rows[2] and " ana " in rows[2]
+    assert "map50=0.7100" in rows[2] and " ana " in rows[2] and "map=0.4000" in rows[2]
+    assert "ap50_per_class" not in out.stdout  # nested metrics stay in the report
 
     js = subprocess.run([hackathon_bin, "score", "--json"], env=env, capture_output=True, text=True, timeout=60)
     board = json.loads(js.stdout)
