@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -136,6 +137,9 @@ def plot_series(title: str, series: Series) -> bytes:
         for tag, points in sorted(group.items()):
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=tag)
+        values = [v for points in group.values() for _, v in points]
+        if name == "loss" and min(values) > 0 and max(values) / min(values) > 50:
+            ax.set_yscale("log")  # CTC/TTS losses fall by orders of magnitude: keep the tail readable
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -305,4 +309,12 @@ def write_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     target = run_dir / "report.html"
     atomic_write_text(target, render_report(run_dir))
+    readable_by_team(target)
     return target
+
+
+def readable_by_team(path: Path) -> None:
+    """Atomic writes come from mkstemp (mode 0600); reports are for the whole team: umask-default mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 
 import numpy as np
@@ -77,6 +78,9 @@ def test_report_embeds_everything(team_env, tmp_path):
     for stage in ("prepare", "train", "evaluate"):
         assert f"<td>{stage}</td><td>done</td>" in page
     assert "accelerator: cpu" in page  # config.yaml
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run_dir / "report.html").stat().st_mode & 0o777 == 0o666 & ~umask  # teammates can open it
 
 
 def test_csv_versions_of_one_logger_are_merged_and_tensorboard_is_read(tmp_path):
