@@ -127,7 +127,12 @@ def _remove_superseded_best(ckpt_dir: Path, best: Path | None) -> None:
 
 
 def _move_aside(ckpt_dir: Path, why: str) -> None:
-    stale = ckpt_dir.with_name(f"{ckpt_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    stale = ckpt_dir.with_name(f"{ckpt_dir.name}.stale-{stamp}")
+    n = 1
+    while stale.exists():
+        n += 1
+        stale = ckpt_dir.with_name(f"{ckpt_dir.name}.stale-{stamp}-{n}")
     log.info("not resuming from %s (%s): moved to %s", ckpt_dir, why, stale)
     ckpt_dir.rename(stale)
 

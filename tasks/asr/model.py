@@ -83,25 +83,71 @@ def model_vocabulary(model) -> list[str] | None:
 # ---------------------------------------------------------------- model sources
 
 def is_local_model_path(init: str) -> bool:
-    return init.endswith(".nemo") or "/" in init or Path(init).exists()
+    """A path (a .nemo file or anything that exists) rather than a pretrained name ("nvidia/x" is a HF name)."""
+    return init.endswith(".nemo") or Path(init).expanduser().exists() or init.startswith(("/", ".", "~"))
+
+
+# NeMo 3.0's list_available_models() no longer lists these char CTC models, but NGC still serves them
+# (the names the team's notebooks used). Other names go to NeMo's from_pretrained (e.g. "nvidia/..." on HF).
+PRETRAINED_CHAR_MODELS = {
+    "stt_zh_citrinet_512": "https://api.ngc.nvidia.com/v2/models/nvidia/nemo/stt_zh_citrinet_512/versions/"
+                           "1.0.0rc1/files/stt_zh_citrinet_512.nemo",
+    "QuartzNet15x5Base-En": "https://api.ngc.nvidia.com/v2/models/nvidia/nemospeechmodels/versions/1.0.0a5/"
+                            "files/QuartzNet15x5Base-En.nemo",
+    "QuartzNet15x5Base-Zh": "https://api.ngc.nvidia.com/v2/models/nvidia/nemospeechmodels/versions/1.0.0a5/"
+                            "files/QuartzNet15x5Base-Zh.nemo",
+}
+DOWNLOAD_TIMEOUT_S = 30
+
+
+def pretrained_cache_dir() -> Path:
+    """Downloaded .nemo files; NEMO_CACHE_DIR overrides (NeMo's own variable)."""
+    import os
+
+    return Path(os.environ.get("NEMO_CACHE_DIR", Path.home() / ".cache" / "torch" / "NeMo")) / "hackathon"
+
+
+def fetch_url(url: str, target: Path) -> Path:
+    """Download to a temp file and rename: an interrupted download never looks like a cached model."""
+    import shutil
+    import urllib.request
+
+    with atomic_path(target, suffix=".part") as tmp:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as fh:
+            shutil.copyfileobj(resp, fh, length=1 << 20)
+    return target
+
+
+def _offline_error(name: str, where: str, exc: BaseException) -> HackathonError:
+    return HackathonError(
+        f"Could not download the pretrained model {name!r} from {where} (no network, or NGC/Hugging Face "
+        f"unreachable): {type(exc).__name__}: {str(exc)[:300]}",
+        fix="Connect to the network and retry; or download the .nemo on a machine with access and pass its "
+            "path: model.init=/path/model.nemo; or train from scratch: model.init=scratch")
 
 
 def load_pretrained(name: str):
-    """NeMo's from_pretrained (NGC / Hugging Face download). Offline this fails: say so clearly."""
+    """A pretrained char CTC model by name (downloaded once into pretrained_cache_dir())."""
+    if name in PRETRAINED_CHAR_MODELS:
+        url = PRETRAINED_CHAR_MODELS[name]
+        cached = pretrained_cache_dir() / f"{name}.nemo"
+        if not cached.is_file():
+            try:
+                fetch_url(url, cached)
+            except OSError as exc:  # URLError, timeouts, DNS failures are all OSError
+                raise _offline_error(name, url, exc) from exc
+        return restore_model(cached)
     from nemo.collections.asr.models import ASRModel
 
     try:
         return ASRModel.from_pretrained(model_name=name)
     except FileNotFoundError as exc:
-        raise HackathonError(f"Pretrained model {name!r} is not known to NeMo: {exc}",
-                             fix="Check the name (e.g. stt_zh_citrinet_512, QuartzNet15x5Base-En), "
-                                 "or use a local .nemo file: model.init=/path/model.nemo") from exc
+        raise HackathonError(f"Pretrained model {name!r} is not known to NeMo: {str(exc).splitlines()[0]}",
+                             fix=f"Use one of {sorted(PRETRAINED_CHAR_MODELS)}, a Hugging Face name like "
+                                 "nvidia/<model>, a local .nemo path (model.init=/path/model.nemo), "
+                                 "or model.init=scratch.") from exc
     except Exception as exc:
-        raise HackathonError(
-            f"Could not download the pretrained model {name!r} (NGC/Hugging Face unreachable?): "
-            f"{type(exc).__name__}: {str(exc)[:300]}",
-            fix="Connect to the network and retry, or download the .nemo elsewhere and pass its path: "
-                "model.init=/path/model.nemo, or train from scratch: model.init=scratch") from exc
+        raise _offline_error(name, "NGC/Hugging Face", exc) from exc
 
 
 def build_initial_model(cfg, train_vocabulary: list[str]):
@@ -113,7 +159,7 @@ def build_initial_model(cfg, train_vocabulary: list[str]):
         labels = _explicit_vocabulary(cfg) or train_vocabulary
         return EncDecCTCModel(cfg=scratch_model_config(cfg, labels)), "scratch (specs model.nemo)", None
     if is_local_model_path(init):
-        model = restore_model(init)
+        model = restore_model(Path(init).expanduser())
         return model, f"local .nemo {init}", model_vocabulary(model)
     model = load_pretrained(init)
     return model, f"pretrained {init}", model_vocabulary(model)

@@ -2,7 +2,8 @@
 
 `data.source: null` uses the embedded demo corpus (data_tools.speech_synth.ensure_demo_speech, split by
 voice so test speakers are unseen). Otherwise the user's folder or manifest goes through the audio
-tools (data_tools.prepare_audio: validate, resample, report rejects), then a seeded split.
+tools (data_tools.prepare_audio: validate, resample, report rejects), then a seeded split by speaker;
+a folder that already holds {train,val,test}_manifest.json is used as it is.
 
 Writes data/{train,val,test}_manifest.json and data/summary.json (language, counts, hours, the
 characters normalisation removed). Records the data fingerprint, so new data re-runs later stages.
@@ -52,6 +53,10 @@ def user_split_manifests(ctx) -> dict[str, Path]:
         raise HackathonError(f"data.source {source} does not exist.",
                              fix="Point data.source at a folder of audio + transcripts or a NeMo manifest, "
                                  "or use data.source=null for the demo.")
+    ready = {split: source / f"{split}_manifest.json" for split in SPLITS} if source.is_dir() else {}
+    if ready and all(p.is_file() for p in ready.values()):
+        ctx.log.info("%s already holds train/val/test manifests: using them as they are", source)
+        return ready
     return prepare_audio_for_task(source, ctx.dir(DATA_DIR, "source"), task="asr",
                                   sample_rate=int(ctx.cfg.data.sample_rate), val=float(ctx.cfg.data.split.val),
                                   test=float(ctx.cfg.data.split.test), seed=int(ctx.cfg.seed))
@@ -65,9 +70,11 @@ def prepare_stage(ctx) -> None:
     cfg = ctx.cfg
     sources = demo_split_manifests(cfg) if cfg.data.source is None else user_split_manifests(ctx)
     entries = {split: read_manifest(sources[split]) for split in SPLITS}
-    if not entries["train"]:
-        raise HackathonError(f"The training split is empty ({sources['train']}).",
-                             fix="Add clips with transcripts to data.source (see its prepare report).")
+    for split in SPLITS:
+        if not entries[split]:
+            raise HackathonError(f"The {split} split is empty ({sources[split]}).",
+                                 fix="Add clips with transcripts to data.source (see its prepare report), or change "
+                                     "data.split fractions so that every split gets at least one clip.")
     language = cfg.data.language
     if language == "auto":
         language = vocab_tools.detect_language(e.text for e in entries["train"])
