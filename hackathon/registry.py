@@ -60,22 +60,27 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+def _registry_error(path: Path, exc: Exception) -> HackathonError:
+    return HackathonError(f"Cannot use the run registry {path}: {exc}",
+                          fix="Check that the file and its directory are writable by you (the team's group) and on "
+                              "local disk (not NFS), or point HACKATHON_REGISTRY at another file.")
+
+
 def connect(path: str | os.PathLike | None = None) -> sqlite3.Connection:
     path = Path(path) if path else registry_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists()
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-    except (OSError, sqlite3.OperationalError) as exc:
-        raise HackathonError(f"Cannot open the run registry {path}: {exc}",
-                             fix="Set HACKATHON_REGISTRY to a writable file on local disk (not NFS).")
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-    _retry(lambda: conn.executescript(SCHEMA))
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+        _retry(lambda: conn.executescript(SCHEMA))
+    except (OSError, sqlite3.Error) as exc:
+        raise _registry_error(path, exc) from exc
     if new:
         with contextlib.suppress(OSError):
-            os.chmod(path, 0o664)  # the team shares it
+            os.chmod(path, 0o664)  # the team shares it; SQLite gives the -wal/-shm files the same mode
     return conn
 
 
@@ -116,6 +121,8 @@ def upsert_run(row: dict, path: str | os.PathLike | None = None) -> None:
     try:
         with _write_transaction(conn):
             conn.execute(sql, [row[c] for c in cols])
+    except sqlite3.Error as exc:
+        raise _registry_error(Path(path) if path else registry_path(), exc) from exc
     finally:
         conn.close()
 
@@ -143,6 +150,8 @@ def list_runs(task: str | None = None, user: str | None = None, path: str | os.P
     conn = connect(path)
     try:
         return [_row_dict(r) for r in _retry(lambda: conn.execute(sql, args).fetchall())]
+    except sqlite3.Error as exc:
+        raise _registry_error(Path(path) if path else registry_path(), exc) from exc
     finally:
         conn.close()
 

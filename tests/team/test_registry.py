@@ -89,3 +89,15 @@ def test_runs_command_lists_runs(team_env, hackathon_bin):
     assert [r["run_dir"] for r in rows] == ["/r/listed"] and rows[0]["metrics"] == {"dnsmos_ovrl": 3.1}
     assert json.loads(subprocess.run([hackathon_bin, "runs", "--task", "asr", "--json"], env=team_env,
                                      capture_output=True, text=True, timeout=60).stdout) == []
+
+
+def test_unusable_registry_is_an_error_with_a_fix(team_env, tmp_path, monkeypatch):
+    from hackathon.errors import HackathonError
+
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("this is not a database\n" * 100)
+    monkeypatch.setenv("HACKATHON_REGISTRY", str(not_a_db))
+    with pytest.raises(HackathonError) as err:
+        registry.upsert_run({"run_dir": "/r/x", "task": "asr"})
+    assert str(not_a_db) in err.value.message and err.value.fix
+    assert not_a_db.read_text().startswith("this is not a database")  # nothing the user had is overwritten
