@@ -301,12 +301,22 @@ def _trainer_sections(node, path: str = "") -> list[tuple[str, dict]]:
     return found
 
 
+def _plain_config(cfg) -> dict:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not OmegaConf.is_config(cfg):
+        return dict(cfg)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException:  # an interpolation the trainer blocks don't need: read them as written
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 def _requested_devices(cfg) -> list[tuple[str, Any]]:
     """[(accelerator, devices)] a task config asks for: each Lightning trainer block, or the detect spec's
     `gpus` (TAO backend: docker's physical GPU indexes, accelerator "docker") / `torch.device` (torch backend)."""
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    plain = _plain_config(cfg)
     requests = [(str(t.get("accelerator", "auto") or "auto").lower(), t.get("devices", "auto"))
                 for _, t in _trainer_sections(plain)]
     torch_device = plain.get("torch", {}).get("device") if isinstance(plain.get("torch"), dict) else None
