@@ -274,7 +274,7 @@ def render_report(run_dir: str | Path) -> str:
     summary["run_dir"] = str(run_dir)
     body = [f"<h1>{e(task)} run <span class='status-{e(status)}'>{e(status)}</span></h1>",
             *[f"<p class=warn>{e(p)}</p>" for p in problems],
-            _html_table([summary]), "<h2>Metrics</h2>",
+            _html_table([{"": k, "value": v} for k, v in summary.items()]), "<h2>Metrics</h2>",
             _html_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]) if metrics
             else "<p><i>no metrics.json yet</i></p>",
             "<h2>Stages</h2>", _stages_html(meta)]
