@@ -16,7 +16,7 @@ import random
 import time
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_json, read_json
+from hackathon.atomic import atomic_path, atomic_write_json
 from hackathon.errors import HackathonError
 
 CPU_MODEL = "ssdlite320_mobilenet_v3_large"

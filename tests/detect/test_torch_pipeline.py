@@ -84,3 +84,25 @@ def test_local_weights_file_is_loaded(tmp_path):
     dst = build_model("ssdlite320_mobilenet_v3_large", 3, str(tmp_path / "w.pt"))
     key = next(iter(src.state_dict()))
     assert torch.equal(src.state_dict()[key], dst.state_dict()[key])
+
+
+def test_precise_bn_recalibration_sets_exact_statistics(tmp_path):
+    """After recalibration the first BN's running mean is the average batch mean over the images
+    (not the stale momentum average), and the momentum is restored for further training."""
+    import torch
+
+    from data_tools.detection.ingest import ingest
+    from data_tools.detection.synth_masks import synth_masks
+    from tasks.detect.train_torch import DetectionData, build_model, recalibrate_batchnorm
+
+    ds_json, _ = ingest([synth_masks(tmp_path / "s", num_images=4, seed=1)], tmp_path / "d")
+    data = DetectionData(ds_json)
+    model = build_model("ssdlite320_mobilenet_v3_large", 3, input_size=64)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    conv = model.backbone.features[0][0][0]  # the conv feeding that BN
+    recalibrate_batchnorm(model, data, torch.device("cpu"), max_images=4, batch_size=4)
+    with torch.no_grad():
+        images, _ = model.transform([data.image(i).float().div(255) for i in range(4)])
+        expected = conv(images.tensors).mean(dim=(0, 2, 3))
+    assert torch.allclose(bn.running_mean, expected, atol=1e-4)
+    assert bn.momentum == 0.03 and not model.training
