@@ -71,6 +71,15 @@ def best_runs(runs: list[dict] | None = None) -> list[dict]:
     return board
 
 
+# Shown first after the ranking metrics: what a teammate looks at next.
+SECONDARY_METRICS = {"asr": ("wer",), "tts": ("asr_cer", "dnsmos_sig", "dnsmos_bak"), "detect": ("map", "map75")}
+MAX_OTHER_METRICS = 4  # the table stays readable; --json and the report have them all
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def _fmt(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
@@ -98,8 +107,12 @@ def print_scoreboard(console) -> list[dict]:
             table.add_row(row["task"], ranked_by, "no scored run", "-", "-", "0", "-")
             continue
         shown = {row["metric"], *row["tie_break"]}
-        others = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["metrics"].items())
-                           if k not in shown and _number(v) is not None)
+        first = [k for k in SECONDARY_METRICS.get(row["task"], ()) if k in best["metrics"]]
+        ordered = first + sorted(k for k in best["metrics"] if k not in first)
+        numbers = [f"{k}={_short(best['metrics'][k])}" for k in ordered
+                   if k not in shown and _number(best["metrics"][k]) is not None]
+        others = ", ".join(numbers[:MAX_OTHER_METRICS]) + (f" (+{len(numbers) - MAX_OTHER_METRICS} in --json)"
+                                                           if len(numbers) > MAX_OTHER_METRICS else "")
         table.add_row(row["task"], ranked_by, _headline(row), best["user"] or "-", others or "-",
                       str(row["scored_runs"]), short_run_dir(best["run_dir"]))
     console.print(table)
