@@ -1,0 +1,136 @@
+"""The tiny `hackathon run asr` (shared package fixture): outputs, Chinese targets, ONNX, transcribe, OOV."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hackathon.atomic import read_json
+
+pytestmark = pytest.mark.slow  # the shared fixture trains a tiny model
+
+
+def test_run_writes_metrics_predictions_and_report_assets(tiny_run):
+    metrics = read_json(tiny_run / "metrics.json")
+    for key in ("cer", "wer", "n_utts", "train_seconds"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["wer_unit"] == "character" and metrics["language"] == "zh"
+    assert 0.0 <= metrics["cer"] and metrics["train_seconds"] > 0
+    test_lines = (tiny_run / "data" / "test_manifest.json").read_text(encoding="utf-8").splitlines()
+    predictions = [json.loads(x) for x in (tiny_run / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert metrics["n_utts"] == len(test_lines) == len(predictions)
+    assert all({"text", "pred_text", "char_errors", "cer"} <= p.keys() for p in predictions)
+    # the metric is what the per-utterance rows say
+    assert metrics["cer"] == pytest.approx(sum(p["char_errors"] for p in predictions) / sum(p["ref_chars"] for p in predictions))
+    assets = read_json(tiny_run / "report_assets.json")
+    assert {t["title"] for t in assets["tables"]} >= {"Test scores", "Worst test utterances"}
+    for clip in assets["audio"]:
+        assert (tiny_run / clip["path"]).is_file() and clip["text"]
+    meta = read_json(tiny_run / "meta.json")
+    assert [meta["stages"][s]["status"] for s in ("prepare", "model", "train", "evaluate", "export")] == ["done"] * 5
+
+
+def test_chinese_training_targets_keep_every_character(tiny_run):
+    """NeMo's loader with our dataset config turns every transcript into exactly its characters."""
+    from nemo.collections.asr.data.audio_to_text_dataset import get_char_dataset
+    from omegaconf import OmegaConf
+
+    from tasks.asr.model import dataset_config, read_vocabulary_report
+
+    cfg = OmegaConf.load(tiny_run / "config.yaml")
+    labels = read_vocabulary_report(tiny_run)["vocabulary"]
+    manifest = tiny_run / "data" / "train_manifest.json"
+    texts = [json.loads(x)["text"] for x in manifest.read_text(encoding="utf-8").splitlines()]
+    ds_cfg = dataset_config(cfg, manifest, labels, 4, shuffle=False, training=False)
+    dataset = get_char_dataset(OmegaConf.to_container(ds_cfg))
+    assert len(dataset) == len(texts)
+    for i, text in enumerate(texts):
+        tokens = dataset[i][2][: int(dataset[i][3])].tolist()
+        assert "".join(labels[t] for t in tokens) == text
+    # Why parser=base matters: NeMo's default English parser empties hanzi transcripts.
+    en_dataset = get_char_dataset({**OmegaConf.to_container(ds_cfg), "parser": "en"})
+    assert len(en_dataset) < len(texts) or int(en_dataset[0][3]) < len(texts[0])
+
+
+def test_onnx_export_gives_nemo_greedy_text(tiny_run):
+    import onnxruntime as ort
+
+    from tasks.asr.export import onnx_transcribe
+    from tasks.asr.model import restore_model
+    from tasks.asr.transcribe import load_clip, transcribe_arrays
+
+    check = read_json(tiny_run / "export" / "onnx_check.json")
+    assert check["identical"] and check["n_utts"] == 2
+    model = restore_model(tiny_run / "export" / "asr_model.nemo")
+    session = ort.InferenceSession(str(tiny_run / "export" / "asr_model.onnx"), providers=["CPUExecutionProvider"])
+    clips = [load_clip(json.loads(x)["audio_filepath"], 16000)
+             for x in (tiny_run / "data" / "test_manifest.json").read_text(encoding="utf-8").splitlines()[-4:]]
+    assert [onnx_transcribe(session, model, c) for c in clips] == transcribe_arrays(model, clips, batch_size=2)
+
+
+def test_transcribe_cli_any_format_and_bad_files(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from hackathon.cli import app
+
+    wav = json.loads((tiny_run / "data" / "test_manifest.json").read_text(encoding="utf-8").splitlines()[0])["audio_filepath"]
+    mp3 = tmp_path / "phone.mp3"  # 44.1 kHz stereo mp3, resampled on the fly
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", wav, "-ac", "2", "-ar", "44100", str(mp3)], check=True)
+    broken = tmp_path / "broken.wav"
+    broken.write_text("not audio")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["asr", "transcribe", str(tiny_run / "export" / "asr_model.nemo"), wav, str(mp3),
+                                      str(broken), "--out", str(out)])
+    assert result.exit_code == 2, result.output  # some inputs failed, the rest were transcribed
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    by_name = {Path(r["audio_filepath"]).name: r for r in rows}
+    assert by_name["broken.wav"]["error"]
+    assert by_name[Path(wav).name]["pred_text"] == by_name["phone.mp3"]["pred_text"]
+    again = CliRunner().invoke(app, ["asr", "transcribe", str(tiny_run / "export" / "asr_model.nemo"), wav, "--out", str(out)])
+    assert again.exit_code != 0 and "already exists" in again.output  # never overwrites
+
+
+def test_oov_characters_are_reported_not_dropped(tiny_run, tmp_path, caplog):
+    """A vocabulary that lacks some characters: every missing one is counted per split and logged."""
+    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+
+    run_dir = tmp_path / "oov"
+    ctx = prepare_run("asr", ["model.vocabulary=你好大白请让我进入", "trainer.max_epochs=1"],
+                      spec=str(tiny_run / "config.yaml"), run_dir=run_dir)
+    stages = [s for s in pipeline_module("asr").build_stages(ctx.cfg) if s.name in ("prepare", "model")]
+    with caplog.at_level("WARNING"):
+        execute_stages(ctx, stages, echo=lambda s: None)
+    report = read_json(run_dir / "model" / "vocabulary.json")
+    train_texts = [json.loads(x)["text"] for x in (run_dir / "data" / "train_manifest.json").read_text(encoding="utf-8").splitlines()]
+    expected = sum(1 for t in train_texts for ch in t if ch not in set("你好大白请让我进入"))
+    assert report["oov"]["train"]["n_chars"] == expected > 0
+    assert "小" in report["oov"]["train"]["characters"] and "小" in report["oov"]["test"]["characters"]
+    assert "can never be predicted" in caplog.text
+
+
+def test_pretrained_name_offline_fails_clearly(monkeypatch, tmp_path):
+    """Tested up to the network call: the NGC URL is requested, the failure names the fix, no partial cache."""
+    import urllib.error
+
+    from hackathon.errors import HackathonError
+    from tasks.asr import model as asr_model
+
+    requested = []
+
+    def offline(url, target):
+        requested.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("NEMO_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(asr_model, "fetch_url", offline)
+    with pytest.raises(HackathonError) as err:
+        asr_model.load_pretrained("stt_zh_citrinet_512")
+    assert requested == [asr_model.PRETRAINED_CHAR_MODELS["stt_zh_citrinet_512"]]
+    assert "network" in err.value.message and "model.init=/path/model.nemo" in err.value.fix
+    assert not any(tmp_path.rglob("*.nemo"))
+    with pytest.raises(HackathonError, match="not known"):
+        asr_model.load_pretrained("no_such_model_xyz")
