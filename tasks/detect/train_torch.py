@@ -273,6 +273,9 @@ def train_once(ctx, batch_size: int) -> dict:
         rng.shuffle(order)
         losses = []
         for start in range(0, len(order), batch_size):
+            if budget and elapsed + (time.time() - t0) >= budget:
+                stopped_by_budget = True  # mid-epoch: this epoch is finished short and checkpointed below
+                break
             items = [train.training_item(i, rng, float(t.hflip)) for i in order[start:start + batch_size]]
             images = [im.to(device) for im, _ in items]
             targets = [{k: v.to(device) for k, v in tg.items()} for _, tg in items]
@@ -299,11 +302,13 @@ def train_once(ctx, batch_size: int) -> dict:
             best_map = val_map
             _save_checkpoint(best, **state)
         _save_checkpoint(last, **state)
-        row = {"epoch": epoch, "step": step, "train_loss": round(sum(losses) / len(losses), 5),
-               "lr": round(optimizer.param_groups[0]["lr"], 7), "val_map50": round(val_map, 4),
+        row = {"epoch": epoch, "step": step, "train_loss": round(sum(losses) / max(1, len(losses)), 5),
+               "lr": round(optimizer.param_groups[0]["lr"], 7), "val_map50": round(val_map, 4), "steps": len(losses),
                "seconds": round(time.time() - t0, 1)}
         _append_csv(csv_path, row)
         ctx.log.info("epoch %d/%d loss %.4f val mAP@.5 %.3f (%.0fs)", epoch + 1, epochs, row["train_loss"], val_map, row["seconds"])
+        if stopped_by_budget:
+            break
     if stopped_by_budget:
         ctx.log.warning("stopped after %.0f s: torch.max_train_minutes=%s reached", elapsed, t.max_train_minutes)
     ctx.record(stopped_by_time_budget=stopped_by_budget, train_seconds=round(elapsed, 1), best_val_map50=best_map)
