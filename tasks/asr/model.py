@@ -229,8 +229,15 @@ def model_stage(ctx) -> None:
 
 def _log_oov(ctx, oov: dict) -> None:
     for split, rep in oov.items():
-        if rep["n_chars"]:
-            chars = "".join(list(rep["characters"])[:40])
+        if not rep["n_chars"]:
+            continue
+        chars = "".join(list(rep["characters"])[:40])
+        if split == "train":
+            ctx.log.warning("train split: %d characters in %d/%d utterances are not in the model vocabulary: the "
+                            "model cannot learn them (NeMo's loader leaves them out of the targets). Add them to "
+                            "model.vocabulary, or use model.vocabulary=auto: %s", rep["n_chars"],
+                            rep["n_utts_affected"], rep["n_utts"], chars)
+        else:
             ctx.log.warning("%s split: %d characters in %d/%d utterances are not in the model vocabulary and can "
                             "never be predicted (counted as errors, not dropped): %s", split, rep["n_chars"],
                             rep["n_utts_affected"], rep["n_utts"], chars)

@@ -76,6 +76,8 @@ def train_stage(ctx) -> None:
     result = fit_resumable(ctx, make_model_builder(ctx), cfg.trainer, batch_size=int(cfg.data.batch_size),
                            monitor=MONITOR, mode="min", name="fit", seed=int(cfg.seed))
     best = load_best_weights(result.model, result)
+    if not result.trainer.is_global_zero:  # DDP worker: rank 0 writes the model and the records
+        return
     save_trained(result.model, ctx.path(TRAINED_MODEL))
     # Wall time of this start of the stage (after a kill -9 + resume: the resumed part only; meta.json
     # has the resumed_from position).
