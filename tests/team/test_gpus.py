@@ -203,3 +203,35 @@ def test_detect_backends_name_their_gpus(team_env, monkeypatch):
     assert keys(backend="tao", gpus="1", torch={"device": "auto"}) == ["gpu1"]  # docker --gpus device=1
     assert keys(backend="tao", gpus=0, torch={"device": "auto"}) == ["gpu0"]
     assert keys(backend="tao", gpus="none", torch={"device": "auto"}) == []
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# stands in for nvidia-smi on this CPU machine: two GPUs, the query `hackathon gpus` makes
+case "$*" in
+  *--query-gpu=index,uuid,name,memory.used,memory.total,utilization.gpu*--format=csv,noheader,nounits*)
+    echo "0, GPU-11111111, NVIDIA RTX A6000, 10240, 49140, 87"
+    echo "1, GPU-22222222, NVIDIA RTX A6000, 3, 49140, 0" ;;
+  *) echo "unexpected arguments: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def test_gpus_command_reads_nvidia_smi(team_env, tmp_path, hackathon_bin):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(FAKE_NVIDIA_SMI)
+    smi.chmod(0o755)
+    env = {**team_env, "PATH": f"{bin_dir}:{team_env['PATH']}"}
+    holder = start_holder(env, keys="gpu1", run_dir="/runs/tts/big")
+    try:
+        out = subprocess.run([hackathon_bin, "gpus", "--json"], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        rows = {r["key"]: r for r in json.loads(out.stdout)}
+        assert set(rows) == {"gpu0", "gpu1"}
+        assert rows["gpu0"]["memory_used_mib"] == 10240 and not rows["gpu0"]["held"]
+        assert rows["gpu1"]["held"] and rows["gpu1"]["holder"]["run_dir"] == "/runs/tts/big"
+        assert rows["gpu1"]["name"] == "NVIDIA RTX A6000"
+    finally:
+        holder.kill()
+        holder.wait()

@@ -148,3 +148,22 @@ def test_cli_hackathon_run_asr_queues_behind_the_gpu_and_runs_after_kill9(team_e
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["status"] == "done" and meta["stages"]["prepare"]["status"] == "done"
     assert meta["gpu_locks"] == ["gpu0"] and (run_dir / "data" / "train_manifest.json").exists()
+
+
+def test_run_locks_the_gpus_its_trainer_config_names(team_env, tmp_path):
+    """No stand-in keys: the GPUs come from trainer.accelerator/devices and (a stand-in) nvidia-smi."""
+    from tests.team.test_gpus import FAKE_NVIDIA_SMI
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {**team_env, "PATH": f"{bin_dir}:{team_env['PATH']}", "CUDA_VISIBLE_DEVICES": "1,0"}
+    one = start_run(env, "asr", write_tiny_spec(tmp_path / "one.yaml", {"cer": 0.2}, accelerator="gpu", devices=1),
+                    tmp_path / "one")
+    both = start_run(env, "asr", write_tiny_spec(tmp_path / "two.yaml", {"cer": 0.2}, accelerator="gpu", devices=2),
+                     tmp_path / "two")
+    assert [p.communicate(timeout=60)[0] is not None and p.returncode for p in (one, both)] == [0, 0]
+    # devices=1 under CUDA_VISIBLE_DEVICES=1,0 is physical GPU 1
+    assert json.loads((tmp_path / "one" / "meta.json").read_text())["gpu_locks"] == ["gpu1"]
+    assert json.loads((tmp_path / "two" / "meta.json").read_text())["gpu_locks"] == ["gpu0", "gpu1"]

@@ -16,8 +16,8 @@ from hackathon.runner import Stage
 
 
 def write_tiny_spec(path: Path, metrics: dict, seconds: float = 0.0, lock_keys: str | None = None,
-                    fail: bool = False) -> Path:
-    lines = ["trainer:", "  accelerator: cpu", "  devices: 1", "work:", f"  seconds: {seconds}",
+                    fail: bool = False, accelerator: str = "cpu", devices: int = 1) -> Path:
+    lines = ["trainer:", f"  accelerator: {accelerator}", f"  devices: {devices}", "work:", f"  seconds: {seconds}",
              f"  fail: {str(fail).lower()}", "result:"]
     lines += [f"  {k}: {v}" for k, v in metrics.items()] or ["  {}"]
     if lock_keys is not None:
