@@ -181,7 +181,10 @@ def recalibrate_batchnorm(model, data: DetectionData, device, max_images: int = 
     idx = list(range(0, len(data), step))[:max_images]
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
-            images, _ = model.transform([data.image(i).float().div(255).to(device) for i in idx[start:start + batch_size]])
+            chunk = idx[start:start + batch_size]
+            if len(chunk) < 2:
+                continue  # train-mode BatchNorm needs more than one value per channel
+            images, _ = model.transform([data.image(i).float().div(255).to(device) for i in chunk])
             features = model.backbone(images.tensors)
             model.head(list(features.values()))
     for bn, momentum in zip(bns, saved):
@@ -276,7 +279,10 @@ def train_once(ctx, batch_size: int) -> dict:
             if budget and elapsed + (time.time() - t0) >= budget:
                 stopped_by_budget = True  # mid-epoch: this epoch is finished short and checkpointed below
                 break
-            items = [train.training_item(i, rng, float(t.hflip)) for i in order[start:start + batch_size]]
+            chunk = order[start:start + batch_size]
+            if len(chunk) < 2:
+                continue  # BatchNorm cannot train on one image (SSDlite's last maps are 1x1)
+            items = [train.training_item(i, rng, float(t.hflip)) for i in chunk]
             images = [im.to(device) for im, _ in items]
             targets = [{k: v.to(device) for k, v in tg.items()} for _, tg in items]
             for g in optimizer.param_groups:
