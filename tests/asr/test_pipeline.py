@@ -51,9 +51,7 @@ def test_chinese_training_targets_keep_every_character(tiny_run):
     for i, text in enumerate(texts):
         tokens = dataset[i][2][: int(dataset[i][3])].tolist()
         assert "".join(labels[t] for t in tokens) == text
-    # Why parser=base matters: NeMo's default English parser empties hanzi transcripts.
-    en_dataset = get_char_dataset({**OmegaConf.to_container(ds_cfg), "parser": "en"})
-    assert len(en_dataset) < len(texts) or int(en_dataset[0][3]) < len(texts[0])
+    assert ds_cfg.parser == "base"  # NeMo's English parser normalises text for English, not for hanzi
 
 
 def test_onnx_export_gives_nemo_greedy_text(tiny_run):
