@@ -138,14 +138,15 @@ def newest_finished_run() -> Path:
     return runs[0]
 
 
-def _read_text_file(path: Path) -> list[str]:
+def _read_text_file(path: Path) -> list[tuple[int, str]]:
+    """(line number in the file, sentence) for every non-blank line."""
     if not path.is_file():
         raise HackathonError(f"{path}: text file not found", fix="Pass --file with one sentence per line.")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise HackathonError(f"{path}: not UTF-8 text", fix="Save it as UTF-8.") from exc
-    return [line.strip() for line in lines if line.strip()]
+    return [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
 
 
 def _write_output(path: Path, audio: np.ndarray, sr: int, rate: int) -> Path:
@@ -161,7 +162,8 @@ def _write_output(path: Path, audio: np.ndarray, sr: int, rate: int) -> Path:
 def synthesize_cli(text: str | None, out: Path, model: Path | None = None, text_file: Path | None = None,
                    rate: int | None = None, vocoder: str | None = None) -> list[str]:
     """`hackathon tts synthesize`. One sentence -> `out` (a .wav); --file -> `out` is a folder with one wav per
-    line (0001.wav, ...) and synthesis_report.json listing lines that could not be spoken. Returns messages."""
+    non-blank line (<line number>.wav: 0001.wav, ...) and synthesis_report.json listing the lines that could not
+    be spoken (the others are still written). Returns messages."""
     from hackathon.atomic import atomic_write_json
 
     if (text is None) == (text_file is None):
@@ -179,8 +181,8 @@ def synthesize_cli(text: str | None, out: Path, model: Path | None = None, text_
         raise HackathonError(f"With --file, -o is a folder (got {out_dir}).", fix="Pass -o OUT_DIR.")
     lines = _read_text_file(Path(text_file))
     report = {"model": str(run_dir), "vocoder": synth.vocoder_kind, "rate": rate, "written": [], "failed": []}
-    for i, line in enumerate(lines, start=1):
-        target = out_dir / f"{i:04d}.wav"
+    for i, line in lines:
+        target = out_dir / f"{i:04d}.wav"  # named by line number in the file
         try:
             audio, _ = synth.speak(line, where=f"{text_file}:{i}")
             _write_output(target, audio, synth.sample_rate, rate)

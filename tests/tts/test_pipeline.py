@@ -117,6 +117,16 @@ def test_kill_during_fastpitch_then_same_command_resumes_and_speaks(corpus, tmp_
         audio, sr = read_audio(out)
         assert sr == 44100 and len(audio) / sr > 0.5 and abs(audio).max() > 0.1
 
+    # Batch: a bad line is reported by its line number, the others are still spoken.
+    lines = tmp_path / "lines.txt"
+    lines.write_text("您好，欧阳娜娜，欢迎回家。\n\n请到3号门。\n上午好，司马光。\n", encoding="utf-8")
+    batch = subprocess.run(hackathon("tts", "synthesize", "--file", str(lines), "-o", str(tmp_path / "batch"),
+                                     "--model", str(run_dir)), capture_output=True, text=True, timeout=300)
+    assert batch.returncode == 0, batch.stderr[-2000:]
+    report = json.loads((tmp_path / "batch" / "synthesis_report.json").read_text())
+    assert [w["line"] for w in report["written"]] == [1, 4] and [f["line"] for f in report["failed"]] == [3]
+    assert sorted(p.name for p in (tmp_path / "batch").glob("*.wav")) == ["0001.wav", "0004.wav"]
+
     refused = subprocess.run(hackathon("tts", "synthesize", "您好，3号楼", "-o", str(tmp_path / "x.wav"), "--model",
                                        str(run_dir)), capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "'3'" in refused.stderr and not (tmp_path / "x.wav").exists()
