@@ -341,6 +341,12 @@ def draw_predictions(ds: Dataset, detections: list[dict], out_dir: Path, count: 
 
 # ----------------------------------------------------------------------------- the one entry point
 
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    return None if isinstance(value, float) and value != value else value
+
+
 def score_coco(gt_dataset_json: str | os.PathLike, detections: list[dict], out_dir: str | os.PathLike,
                samples: int = 6, confusion_threshold: float = 0.3, voc_mode: str = "integrate") -> dict:
     """Score COCO-format `detections` against the dataset.json ground truth; write artifacts to out_dir.
@@ -385,6 +391,7 @@ def score_coco(gt_dataset_json: str | os.PathLike, detections: list[dict], out_d
         "voc_ap50_per_class": voc_named, "num_images": len(gt.getImgIds()), "num_detections": len(dets),
     }
     metrics.update({f"ap50_{name}": v for name, v in per_class.items()})
+    metrics = _nan_to_none(metrics)  # a class absent from the split has no AP: null, not NaN (invalid JSON)
     assets = []
     if coco_eval is not None:
         assets += _plot_pr_curves(coco_eval, names, out)
@@ -396,7 +403,7 @@ def score_coco(gt_dataset_json: str | os.PathLike, detections: list[dict], out_d
     assets += draw_predictions(load_dataset(gt_dataset_json), dets, out, samples, confusion_threshold)
     atomic_write_json(out / "detections.json", dets, indent=None)  # 20k+ entries: compact is 4x faster
     atomic_write_json(out / "assets.json", {"images": assets, "tables": [{
-        "title": "AP@0.5 per class", "rows": [{"class": n, "coco_ap50": per_class.get(n), "voc_ap50": voc_named.get(n)}
+        "title": "AP@0.5 per class", "rows": [{"class": n, "coco_ap50": metrics["ap50_per_class"].get(n), "voc_ap50": metrics["voc_ap50_per_class"].get(n)}
                                                 for n in (names[c] for c in cat_ids)]}]})
     atomic_write_json(out / "metrics.json", metrics)
     return metrics

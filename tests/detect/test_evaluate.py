@@ -103,3 +103,15 @@ def test_bad_tao_lines_name_file_and_line(gt, tmp_path):
     (pred / f"{stem}.txt").write_text("face 0.00 0 0.00 1 2 3 4 0 0 0 0 0 0 0 0.5\n")
     with pytest.raises(HackathonError, match="face"):
         kitti_predictions_to_coco(pred, gt)
+
+
+def test_class_absent_from_ground_truth_is_null_not_nan(tmp_path):
+    from conftest import write_voc
+
+    src = tmp_path / "src"
+    write_voc(src, "a.png", [("with_mask", 10, 10, 40, 40)])
+    ds_json, _ = ingest([src], tmp_path / "out")
+    m = score_coco(ds_json, _gt_as_detections(load_dataset(ds_json)), tmp_path / "e")
+    assert m["ap50_per_class"]["with_mask"] == pytest.approx(1.0)
+    assert m["ap50_per_class"]["mask_weared_incorrect"] is None and m["voc_ap50_per_class"]["without_mask"] is None
+    assert "NaN" not in (tmp_path / "e" / "metrics.json").read_text() + (tmp_path / "e" / "assets.json").read_text()
