@@ -76,18 +76,27 @@ def test_transcribe_cli_any_format_and_bad_files(tiny_run, tmp_path):
     from hackathon.cli import app
 
     wav = json.loads((tiny_run / "data" / "test_manifest.json").read_text(encoding="utf-8").splitlines()[0])["audio_filepath"]
-    mp3 = tmp_path / "phone.mp3"  # 44.1 kHz stereo mp3, resampled on the fly
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", wav, "-ac", "2", "-ar", "44100", str(mp3)], check=True)
+    phone = {}
+    for name, args in (("phone.mp3", ["-ac", "2", "-ar", "44100"]), ("laptop.flac", ["-ac", "2", "-ar", "48000"])):
+        phone[name] = tmp_path / name  # other formats, rates and channel counts: resampled on the fly
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", wav, *args, str(phone[name])], check=True)
     broken = tmp_path / "broken.wav"
     broken.write_text("not audio")
     out = tmp_path / "out.jsonl"
-    result = CliRunner().invoke(app, ["asr", "transcribe", str(tiny_run / "export" / "asr_model.nemo"), wav, str(mp3),
+    model_path = tiny_run / "export" / "asr_model.nemo"
+    result = CliRunner().invoke(app, ["asr", "transcribe", str(model_path), wav, *map(str, phone.values()),
                                       str(broken), "--out", str(out)])
     assert result.exit_code == 2, result.output  # some inputs failed, the rest were transcribed
     rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     by_name = {Path(r["audio_filepath"]).name: r for r in rows}
-    assert by_name["broken.wav"]["error"]
-    assert by_name[Path(wav).name]["pred_text"] == by_name["phone.mp3"]["pred_text"]
+    assert "error" in by_name["broken.wav"] and "pred_text" not in by_name["broken.wav"]
+    assert all(isinstance(by_name[n].get("pred_text"), str) for n in phone)
+    from tasks.asr.model import restore_model
+    from tasks.asr.transcribe import load_clip, transcribe_arrays
+
+    model = restore_model(model_path)
+    assert by_name[Path(wav).name]["pred_text"] == transcribe_arrays(model, [load_clip(wav, 16000)], 1)[0]
+    assert f"{wav}\t" in result.output and "broken.wav\tFAILED" in result.output
     again = CliRunner().invoke(app, ["asr", "transcribe", str(tiny_run / "export" / "asr_model.nemo"), wav, "--out", str(out)])
     assert again.exit_code != 0 and "already exists" in again.output  # never overwrites
 
