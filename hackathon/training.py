@@ -39,7 +39,6 @@ torch/Lightning are imported inside the functions: importing this module is chea
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import zipfile
 from dataclasses import dataclass, field
