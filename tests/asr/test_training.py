@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
 from hackathon.runner import RunContext  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains (toy) Lightning models
 from hackathon.training import LAST_NAME, find_resume_checkpoint, fit_resumable  # noqa: E402
 
 
