@@ -13,6 +13,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _default_mode(target: Path) -> int:
+    """The mode a plain open() would give: the target's current mode, else 0666 minus the umask.
+    (mkstemp creates 0600 files, which would hide run results from the rest of the team.)"""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path next to `target`; on success it is renamed onto `target`.
@@ -32,6 +43,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _default_mode(target))
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

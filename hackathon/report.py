@@ -14,7 +14,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -309,12 +308,4 @@ def write_run_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     target = run_dir / "report.html"
     atomic_write_text(target, render_report(run_dir))
-    readable_by_team(target)
     return target
-
-
-def readable_by_team(path: Path) -> None:
-    """Atomic writes come from mkstemp (mode 0600); reports are for the whole team: umask-default mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)

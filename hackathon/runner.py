@@ -226,18 +226,18 @@ def execute_stages(ctx: RunContext, stages: list[Stage], from_stage: str | None 
         done_file = stages_dir / f"{stage.name}.done"
         entry = ctx.meta["stages"].setdefault(stage.name, {})
         if not force and stage.name not in forced and done_file.exists() and done_file.read_text().strip() == fp:
-            echo(f"[skip] {stage.name}: done, inputs unchanged")
+            echo(f"skip   {stage.name}: done, inputs unchanged")
             continue
         ctx.stage = stage.name
         ctx.resuming = entry.get("status") in ("running", "failed", "interrupted")
         if ctx.resuming:
-            echo(f"[resume] {stage.name}: last attempt ended as '{entry.get('status')}'; picking up its outputs")
+            echo(f"resume {stage.name}: last attempt ended as '{entry.get('status')}'; picking up its outputs")
         entry.update({"status": "running", "start": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "attempts": entry.get("attempts", 0) + 1, "resumed": ctx.resuming})
         entry.pop("error", None)
         entry.pop("end", None)
         ctx.save_meta()
-        echo(f"[run] {stage.name}")
+        echo(f"run    {stage.name}")
         t0 = time.time()
         try:
             stage.fn(ctx)

@@ -17,7 +17,6 @@ from typing import Any
 from hackathon.atomic import atomic_write_text
 from hackathon.paths import TASKS
 from hackathon.registry import list_runs
-from hackathon.report import readable_by_team
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,6 @@ ASR: CER (lower is better); TTS: DNSMOS OVRL then PESQ-WB (higher); detection: m
 {''.join(run_rows)}</table></body></html>
 """
     atomic_write_text(path, page)
-    readable_by_team(path)
     return path
 
 

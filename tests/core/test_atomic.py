@@ -57,3 +57,18 @@ def test_failed_write_leaves_target_untouched(tmp_path):
         pass
     assert target.read_text() == "precious"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_new_files_get_the_umask_mode_and_existing_files_keep_theirs(tmp_path):
+    """mkstemp's 0600 must not leak: teammates read each other's meta.json / metrics.json."""
+    old = os.umask(0o002)
+    try:
+        fresh = atomic_write_json(tmp_path / "meta.json", {})
+        assert fresh.stat().st_mode & 0o777 == 0o664
+        kept = tmp_path / "private.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        atomic_write_json(kept, {"a": 1})
+        assert kept.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
