@@ -188,9 +188,12 @@ def trainer_settings(trainer_cfg: Mapping | Any) -> dict:
         raise HackathonError("trainer.accelerator is 'gpu' but no CUDA GPU is visible.",
                              fix="Use trainer.accelerator=auto (or cpu), or check `hackathon gpus` / nvidia-smi.")
     on_gpu = has_gpu and accelerator in ("auto", "gpu", "cuda")
-    if not on_gpu:
+    if not on_gpu and accelerator != "cpu":
+        # `auto` without a GPU: one CPU process. Several CPU processes (DDP over gloo) only when asked
+        # for explicitly with trainer.accelerator=cpu trainer.devices=N.
         if settings.get("devices", 1) not in (1, "1", "auto") or settings.get("num_nodes", 1) != 1:
-            log.info("no GPU: training on one CPU device (trainer.devices/num_nodes ignored)")
+            log.info("no GPU: training on one CPU device (trainer.devices/num_nodes ignored; "
+                     "set trainer.accelerator=cpu for CPU DDP)")
         settings.update(accelerator="cpu", devices=1, num_nodes=1)
     if settings.get("precision", "auto") in ("auto", None):
         settings["precision"] = "16-mixed" if on_gpu else "32-true"
@@ -278,6 +281,7 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
     trainer, model = run_with_oom_backoff(ctx, batch_size, train_once, min_batch_size=min_batch_size,
                                           what=f"training ({name})")
     seconds = time.time() - t_start
+    _leave_process_group()
     clean_duplicate_last(ckpt_dir)
     best_cb = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
     best = Path(best_cb.best_model_path) if best_cb is not None and best_cb.best_model_path else None
@@ -291,6 +295,15 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
     ctx.record(checkpoint_dir=str(ckpt_dir), best_checkpoint=str(best) if best else None, best_score=best_score,
                fit_attempts=attempts)
     return result
+
+
+def _leave_process_group() -> None:
+    """After a DDP fit the worker processes leave; later stages (evaluate, transcribe) run in rank 0
+    alone, and a collective call on the old process group would wait for them forever."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def load_best_weights(model, result: FitResult) -> Path | None:

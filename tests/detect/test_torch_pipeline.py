@@ -45,7 +45,7 @@ def test_run_detect_torch_tiny_end_to_end_and_resume(isolated):
     # same command again: everything is done, nothing re-runs
     logs.clear()
     run_task("detect", TINY, echo=logs.append)
-    assert sum(line.startswith("[skip]") for line in logs) == 7
+    assert sum(line.startswith("skip ") for line in logs) == 7
 
     # a training killed after its first epoch resumes from last.pt instead of starting over
     meta["stages"]["train"]["status"] = "interrupted"

@@ -6,8 +6,8 @@ Lightning starts the second process by re-running this same command with LOCAL_R
 it to hackathon.ddp.run_worker, which joins rank 0's train stage. Each rank writes ddp/rank<N>.json
 (world size, steps, pid) so the test can see both processes trained together.
 
-hackathon.training forces one device on CPU (sensible for users), so this stage builds its Trainer
-itself; the model, data loaders and optimiser come from tasks/asr/train.py's builder.
+This stage builds its own Trainer (no checkpoints, a few batches) to compare the ranks' weights;
+the model, data loaders and optimiser come from tasks/asr/train.py's builder.
 """
 
 from __future__ import annotations

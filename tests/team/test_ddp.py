@@ -100,3 +100,23 @@ def test_asr_demo_model_trains_with_ddp_on_two_cpu_processes(team_env, tmp_path)
     assert meta["status"] == "done" and meta["stages"]["train"]["status"] == "done"
     assert json.loads((run_dir / "metrics.json").read_text())["ddp_world_size"] == 2
     print(f"DDP ASR run: {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_hackathon_run_asr_with_two_cpu_devices_trains_with_ddp_and_finishes(team_env, tmp_path):
+    """The user's command line, not a test pipeline: `trainer.accelerator=cpu trainer.devices=2` goes
+    through hackathon.training's own Trainer (DDP over gloo), and the stages after training (evaluate,
+    export) still finish in rank 0 alone once the worker has left."""
+    run_dir = tmp_path / "runs" / "asr" / "cli-ddp"
+    exe = Path(sys.executable).parent / "hackathon"
+    out = subprocess.run([str(exe), "run", "asr", "trainer.accelerator=cpu", "trainer.devices=2",
+                          "trainer.max_epochs=1", "export.onnx=false", "--run-dir", str(run_dir)],
+                         env=team_env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    log = out.stdout + out.stderr
+    assert "Starting with 2 processes" in log and "DDP worker (LOCAL_RANK=1" in log
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["status"] == "done"
+    assert all(meta["stages"][s]["status"] == "done" for s in ("train", "evaluate", "export"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_utts"] > 0 and 0.0 <= metrics["cer"] <= 1.5
