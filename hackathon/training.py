@@ -29,8 +29,9 @@ What it guarantees
 - CUDA OOM: the fit runs inside hackathon.oom.run_with_oom_backoff; each retry rebuilds the model at half
   the batch size and resumes from `last.ckpt`.
 - Trainer: the spec's `trainer:` section is passed to lightning.pytorch.Trainer (devices, num_nodes,
-  max_epochs, ...). `precision: auto` = AMP (16-mixed) on GPU, 32-true on CPU. Without a GPU the fit
-  runs on one CPU device whatever `devices` says (and logs that). Loss curves: CSV under
+  max_epochs, ...). `precision: auto` = AMP (16-mixed) on GPU, 32-true on CPU. Without a GPU and with
+  `accelerator: auto` the fit runs on one CPU device whatever `devices` says (and logs that);
+  `accelerator: cpu` with devices > 1 is DDP over gloo. Loss curves: CSV under
   `ctx.logs_dir/<name>/attempt-<n>/metrics.csv` (one folder per start, global steps continue).
 
 torch/Lightning are imported inside the functions: importing this module is cheap.
