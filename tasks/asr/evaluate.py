@@ -1,4 +1,4 @@
-"""Evaluate stage: transcribe the held-out test split with model/trained.nemo and score it.
+"""Evaluate stage (transcribe the held-out test split with model/trained.nemo) and score stage.
 
 Metrics (metrics.json, flat keys):
 - cer: character error rate = character edits / reference characters (spaces count for space-delimited
@@ -83,16 +83,15 @@ def copy_worst_audio(ctx, worst: list[dict]) -> list[dict]:
 
 
 def evaluate_stage(ctx) -> None:
+    """Transcribe the test split with the trained model; one scored line per utterance in predictions.jsonl."""
     from data_tools.manifest import read_manifest
+    from tasks.asr.transcribe import transcribe_items
 
-    cfg = ctx.cfg
     language = read_summary(ctx.run_dir)["language"]
     entries = read_manifest(manifest_path(ctx.run_dir, "test"))
     items = [{"audio_filepath": e.audio_filepath, "text": e.text, "speaker": e.speaker} for e in entries]
     model = restore_model(ctx.run_dir / TRAINED_MODEL)
-    from tasks.asr.transcribe import transcribe_items
-
-    results, failed = transcribe_items(model, items, int(cfg.evaluate.batch_size))
+    results, failed = transcribe_items(model, items, int(ctx.cfg.evaluate.batch_size))
     rows = score_predictions(results, language)
     if not rows:
         from hackathon.errors import HackathonError
@@ -100,18 +99,34 @@ def evaluate_stage(ctx) -> None:
         raise HackathonError(f"None of the {len(items)} test clips could be transcribed "
                              f"(first error: {failed[0]['error'] if failed else 'no test clips'}).",
                              fix=f"Check the audio files listed in {manifest_path(ctx.run_dir, 'test')}.")
-    totals = aggregate(rows)
     atomic_write_jsonl(ctx.path(PREDICTIONS_FILE), rows + [{**f, "pred_text": None} for f in failed])
+
+
+def read_predictions(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(scored utterances, clips that could not be transcribed) from predictions.jsonl."""
+    import json
+
+    lines = (run_dir / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
+    all_rows = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in all_rows if r.get("pred_text") is not None], [r for r in all_rows if r.get("pred_text") is None]
+
+
+def score_stage(ctx) -> None:
+    """The competition score (CER) and the report's pictures, from predictions.jsonl: re-scoring never
+    re-transcribes."""
+    language = read_summary(ctx.run_dir)["language"]
+    rows, failed = read_predictions(ctx.run_dir)
+    totals = aggregate(rows)
+    wer_unit = "character" if language == "zh" else "word"
     worst = sorted((r for r in rows if r["char_errors"]), key=lambda r: (-r["cer"], r["audio_filepath"]))
-    worst = worst[: int(cfg.evaluate.worst_n)]
+    worst = worst[: int(ctx.cfg.evaluate.worst_n)]
     oov = read_vocabulary_report(ctx.run_dir)["oov"]
     assets = {
         "images": [],
         "audio": copy_worst_audio(ctx, worst),
         "tables": [
             {"title": "Test scores", "rows": [{"cer": round(totals["cer"], 4), "wer": round(totals["wer"], 4),
-                                               "wer_unit": "character" if language == "zh" else "word",
-                                               "n_utts": len(rows), "n_failed": len(failed)}]},
+                                               "wer_unit": wer_unit, "n_utts": len(rows), "n_failed": len(failed)}]},
             {"title": "Worst test utterances", "rows": [
                 {"audio": Path(r["audio_filepath"]).name, "reference": r["text"], "prediction": r["pred_text"],
                  "cer": round(r["cer"], 3)} for r in worst]},
@@ -122,9 +137,7 @@ def evaluate_stage(ctx) -> None:
         ],
     }
     atomic_write_json(ctx.path(REPORT_ASSETS_FILE), assets)
-    ctx.write_metrics({"cer": totals["cer"], "wer": totals["wer"],
-                       "wer_unit": "character" if language == "zh" else "word",
+    ctx.write_metrics({"cer": totals["cer"], "wer": totals["wer"], "wer_unit": wer_unit,
                        "n_utts": len(rows), "n_failed": len(failed), "language": language})
     ctx.record(cer=totals["cer"], wer=totals["wer"], n_utts=len(rows), n_failed=len(failed))
-    ctx.log.info("test CER %.4f, WER %.4f (%s units) on %d utterances", totals["cer"], totals["wer"],
-                 "character" if language == "zh" else "word", len(rows))
+    ctx.log.info("test CER %.4f, WER %.4f (%s units) on %d utterances", totals["cer"], totals["wer"], wer_unit, len(rows))

@@ -1,4 +1,4 @@
-"""`hackathon run asr`: prepare -> model -> train -> evaluate -> export.
+"""`hackathon run asr`: prepare -> model -> train -> evaluate -> export -> score.
 
 Each stage reads what it needs from the run dir (data/, model/, checkpoints/), so a killed run picks
 up where it stopped; the runner skips stages whose config slice and inputs are unchanged.
@@ -10,7 +10,7 @@ from hackathon.runner import Stage
 
 
 def build_stages(cfg) -> list[Stage]:
-    from tasks.asr.evaluate import evaluate_stage
+    from tasks.asr.evaluate import evaluate_stage, score_stage
     from tasks.asr.export import export_stage
     from tasks.asr.model import model_stage
     from tasks.asr.prepare import prepare_stage, source_inputs
@@ -24,4 +24,5 @@ def build_stages(cfg) -> list[Stage]:
                                                  "optim", "trainer")),
         Stage("evaluate", evaluate_stage, config_keys=("evaluate", "data.language")),
         Stage("export", export_stage, config_keys=("export",)),
+        Stage("score", score_stage, config_keys=("evaluate.worst_n",)),
     ]

@@ -30,7 +30,7 @@ def test_run_writes_metrics_predictions_and_report_assets(tiny_run):
     for clip in assets["audio"]:
         assert (tiny_run / clip["path"]).is_file() and clip["text"]
     meta = read_json(tiny_run / "meta.json")
-    assert [meta["stages"][s]["status"] for s in ("prepare", "model", "train", "evaluate", "export")] == ["done"] * 5
+    assert [meta["stages"][s]["status"] for s in ("prepare", "model", "train", "evaluate", "export", "score")] == ["done"] * 6
 
 
 def test_chinese_training_targets_keep_every_character(tiny_run):
