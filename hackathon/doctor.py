@@ -6,7 +6,6 @@ versions come from package metadata; torch/torchvision importability is tried in
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import shutil
@@ -14,7 +13,6 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, distribution, version
-from pathlib import Path
 
 from hackathon.paths import TASKS, runs_root
 

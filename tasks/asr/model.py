@@ -62,15 +62,11 @@ def restore_model(path: Path | str, trainer=None, map_location: str | None = "cp
     """Any NeMo ASR .nemo (the class is read from the file)."""
     from nemo.collections.asr.models import ASRModel
 
-    path = Path(path)
-    if not path.is_file():
-        raise HackathonError(f"Model file {path} does not exist.",
-                             fix="Give the path of a .nemo file (e.g. <run-dir>/export/asr_model.nemo).")
-    try:
-        return ASRModel.restore_from(str(path), trainer=trainer, map_location=map_location)
-    except Exception as exc:  # tar/yaml/state-dict errors come in many types
-        raise HackathonError(f"Cannot load {path} as a NeMo ASR model: {exc}",
-                             fix="Check that the file is a complete .nemo archive saved by NeMo (not a .ckpt).") from exc
+    from hackathon.nemo_models import restore_nemo
+
+    return restore_nemo(ASRModel, path, "Model file {path} does not exist.",
+                        "Give the path of a .nemo file (e.g. <run-dir>/export/asr_model.nemo).",
+                        trainer=trainer, map_location=map_location)
 
 
 def model_vocabulary(model) -> list[str] | None:

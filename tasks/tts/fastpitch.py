@@ -9,7 +9,6 @@ import json
 import math
 from pathlib import Path
 
-from hackathon.errors import HackathonError
 
 NEMO_NAME = "fastpitch.nemo"
 
@@ -85,13 +84,10 @@ def fastpitch_stage(ctx) -> None:
 
 def load_fastpitch(run_dir: str | Path):
     """The trained FastPitch of a run directory, in eval mode on CPU (or GPU when present)."""
-    import torch
     from nemo.collections.tts.models import FastPitchModel
 
-    path = Path(run_dir) / "models" / NEMO_NAME
-    if not path.is_file():
-        raise HackathonError(f"{path} not found: this run has no trained FastPitch.",
-                             fix="Run `hackathon run tts` to completion, or pass --model with a finished run dir.")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = FastPitchModel.restore_from(str(path), map_location=device)
-    return model.eval()
+    from hackathon.nemo_models import restore_nemo
+
+    return restore_nemo(FastPitchModel, Path(run_dir) / "models" / NEMO_NAME,
+                        "{path} not found: this run has no trained FastPitch.",
+                        "Run `hackathon run tts` to completion, or pass --model with a finished run dir.").eval()

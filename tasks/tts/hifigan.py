@@ -103,12 +103,10 @@ def hifigan_stage(ctx) -> None:
 
 
 def load_hifigan(run_dir: str | Path):
-    import torch
     from nemo.collections.tts.models import HifiGanModel
 
-    path = Path(run_dir) / "models" / NEMO_NAME
-    if not path.is_file():
-        raise HackathonError(f"{path} not found: this run trained no HiFiGAN.",
-                             fix="Use vocoder=griffin_lim, or run with hifigan.enabled=true.")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return HifiGanModel.restore_from(str(path), map_location=device).eval()
+    from hackathon.nemo_models import restore_nemo
+
+    return restore_nemo(HifiGanModel, Path(run_dir) / "models" / NEMO_NAME,
+                        "{path} not found: this run trained no HiFiGAN.",
+                        "Use vocoder=griffin_lim, or run with hifigan.enabled=true.").eval()
