@@ -137,9 +137,18 @@ def score(
 def detect_tao_spec(
     network: str = typer.Argument(..., help="ssd | yolo_v3 | dataset_convert"),
     overrides: Optional[List[str]] = typer.Argument(None, help="block.field=value overrides of specs/detect/tao/<network>.yaml"),
-    out: Path = typer.Option(..., "--out", help="Spec file to write (protobuf text, for `tao model ... -e`)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Spec file to write (protobuf text, for `tao model ... -e`)."),
+    check: Optional[Path] = typer.Option(None, "--check", help="Check this (hand-edited) spec file against TAO 5's messages instead."),
 ):
-    """Write a TAO 5 experiment spec from the template + overrides (for the TAO launcher)."""
+    """Write a TAO 5 spec from the template + overrides (checked against TAO's messages), or --check a spec file."""
+    if (out is None) == (check is None) or (check is not None and overrides):
+        raise HackathonError("Give either --out FILE (write a spec) or --check FILE (check one), not both or neither.",
+                             fix="e.g. hackathon detect tao-spec yolo_v3 --check experiment.txt")
+    if check is not None:
+        from tasks.detect.tao_schema import validate_file
+
+        console.print(validate_file(check, network), highlight=False)
+        return
     from tasks.detect.tao_spec import write_spec_file
 
     console.print(write_spec_file(network, overrides or [], out), highlight=False)

@@ -24,7 +24,7 @@ from hackathon.errors import HackathonError
 from hackathon.runner import RunContext, Stage
 from tasks.detect import tao_spec
 from tasks.detect.tao_mounts import INPUT, OUTPUT, RESULTS, MountPlan, PathCheck, plan_for_run, spec_checks
-from tasks.detect.tao_runner import TaoJob, launcher_command, run_job
+from tasks.detect.tao_runner import JobResult, TaoJob, launcher_command, run_job, status_contract
 
 ENGINE_NOTE = ("A TensorRT engine only runs on the GPU model and the driver/TensorRT version it was built "
                "on: build it again (tao deploy ... gen_trt_engine) on the machine that will run it.")
@@ -111,20 +111,28 @@ def _record_command(ctx: RunContext, job: TaoJob) -> None:
     atomic_write_text(target, header + "\n".join(commands.values()) + "\n")
 
 
-def _job(ctx: RunContext, name: str, command: list[str], checks: list[PathCheck], status_dir: Path | None,
+def _job(ctx: RunContext, command: list[str], checks: list[PathCheck], status_dir: Path | None,
          expected: list[Path], image: str | None = None, launcher: str = "model") -> TaoJob:
+    """The job for argv `command` = [network, task, ...]; what its status.json must say comes from the task."""
     t = _container_cfg(ctx.cfg)
     plan = mount_plan(ctx)
+    name = f"{command[0]} {command[1]}"
     return TaoJob(name=name, image=image or str(ctx.cfg.get("image")), command=command, plan=plan, checks=checks,
                   log_file=ctx.logs_dir / f"{ctx.stage or 'tao'}.log", status_dir=status_dir, expected=expected,
                   gpus=ctx.cfg.get("gpus", "all"), timeout_s=t.get("timeout_s"),
                   labels={"hackathon.run_dir": str(ctx.run_dir), "hackathon.stage": ctx.stage or name},
-                  mounts_file=tao_dir(ctx) / "mounts.json", launcher=launcher)
+                  mounts_file=tao_dir(ctx) / "mounts.json", launcher=launcher,
+                  status=status_contract(command[0], command[1]))
 
 
-def _run(ctx: RunContext, job: TaoJob, echo) -> None:
+def _run(ctx: RunContext, job: TaoJob, echo) -> JobResult:
     _record_command(ctx, job)
-    run_job(job, echo=echo)
+    return run_job(job, echo=echo)
+
+
+def _results_arg(net: str, task: str, container_dir: str) -> tuple[str, str, str]:
+    """The results-dir argument as this task spells it (-r, or --results_dir for export / gen_trt_engine)."""
+    return (status_contract(net, task).flag, container_dir, RESULTS)
 
 
 def _echo(ctx: RunContext):
@@ -166,27 +174,32 @@ def split_json(ctx: RunContext, split: str) -> Path:
 
 # ------------------------------------------------------------------ stages
 
-def stage_convert(ctx: RunContext) -> None:
-    net = network(ctx.cfg)
-    p = _Paths(mount_plan(ctx))
+def convert_spec_for_run(ctx: RunContext, p: _Paths) -> dict:
+    """The dataset_convert spec of this run: the train split's KITTI folder, in container paths."""
     train_dir = kitti_dir(ctx, "train")
     spec = tao_spec.convert_spec(classes=_classes())
     spec["kitti_config"]["root_directory_path"] = p.c(train_dir)
     spec["image_directory_path"] = p.c(train_dir)
+    return spec
+
+
+def stage_convert(ctx: RunContext) -> None:
+    net = network(ctx.cfg)
+    p = _Paths(mount_plan(ctx))
+    spec = convert_spec_for_run(ctx, p)
     spec_file = tao_dir(ctx, "specs") / "convert.txt"
-    fields = tao_spec.write_spec(spec, spec_file)
+    fields = tao_spec.write_spec(spec, spec_file, "dataset_convert")
     prefix = tao_dir(ctx, "tfrecords") / "train"
     results = results_dir(ctx, "convert")
     for old in prefix.parent.glob("train-*"):  # our own earlier shards: a re-run must not mix old and new
         old.unlink()
     argv, checks = _command(net, "dataset_convert", [("-d", p.c(spec_file), INPUT), ("-o", p.c(prefix), OUTPUT),
-                                                     ("-r", p.c(results), RESULTS)])
-    job = _job(ctx, f"{net} dataset_convert", argv, spec_checks(spec_file, fields) + checks, results,
-               [prefix.parent / "train-*"])
+                                                     _results_arg(net, "dataset_convert", p.c(results))])
+    job = _job(ctx, argv, spec_checks(spec_file, fields) + checks, results, [prefix.parent / "train-*"])
     _run(ctx, job, _echo(ctx))
 
 
-def _experiment_for_run(ctx: RunContext, p: _Paths) -> dict:
+def experiment_for_run(ctx: RunContext, p: _Paths) -> dict:
     spec = experiment_dict(ctx)
     net = network(ctx.cfg)
     val = kitti_dir(ctx, "val")
@@ -252,12 +265,12 @@ def gpu_count(gpus) -> int:
 def stage_train(ctx: RunContext) -> None:
     net = network(ctx.cfg)
     p = _Paths(mount_plan(ctx))
-    spec = _experiment_for_run(ctx, p)
+    spec = experiment_for_run(ctx, p)
     missing = tao_spec.missing_required(spec, net)
     if missing:
         raise HackathonError(f"The TAO experiment spec still lacks {missing}.", fix="Set them under tao.experiment.")
     spec_file = tao_dir(ctx, "specs") / "experiment.txt"
-    tao_spec.write_spec(spec, spec_file)  # what evaluate / inference / export read
+    tao_spec.write_spec(spec, spec_file, net)  # what evaluate / inference / export read
     results = results_dir(ctx, "train")
     epochs = int(spec["training_config"]["num_epochs"])
     done = weights(ctx)
@@ -288,11 +301,10 @@ def stage_train(ctx: RunContext) -> None:
             tc["resume_model_path"] = p.c(last)
             train_spec["training_config"] = tc
     run_spec = tao_dir(ctx, "specs") / "train.txt"
-    fields = tao_spec.write_spec(train_spec, run_spec)
-    argv, checks = _command(net, "train", [("-e", p.c(run_spec), INPUT), ("-r", p.c(results), RESULTS)] + args)
+    fields = tao_spec.write_spec(train_spec, run_spec, net)
+    argv, checks = _command(net, "train", [("-e", p.c(run_spec), INPUT), _results_arg(net, "train", p.c(results))] + args)
     # TAO names checkpoints <net>_<arch>[<nlayers>]_epoch_NNN.hdf5 and writes one every checkpoint_interval
-    job = _job(ctx, f"{net} train", argv, spec_checks(run_spec, fields) + checks, results,
-               [results / "weights" / "*_epoch_*.hdf5"])
+    job = _job(ctx, argv, spec_checks(run_spec, fields) + checks, results, [results / "weights" / "*_epoch_*.hdf5"])
     _run(ctx, job, _echo(ctx))
     ctx.record(final_weights=str(final_weights(ctx)))
 
@@ -306,12 +318,7 @@ def _spec_and_model(ctx: RunContext) -> tuple[Path, Path, list[PathCheck]]:
 
 def _fields_of(spec_file: Path) -> list:
     """SpecFields of an already written spec (path fields with their line numbers)."""
-    out = []
-    for n, line in enumerate(spec_file.read_text().splitlines(), 1):
-        m = re.match(r'\s*(\w+):\s*"(.*)"\s*$', line)
-        if m and m.group(1) in tao_spec.PATH_FIELDS:
-            out.append(tao_spec.SpecField(n, m.group(1), m.group(2)))
-    return out
+    return tao_spec.path_fields_in_text(spec_file.read_text(), source=str(spec_file))
 
 
 def stage_evaluate(ctx: RunContext) -> None:
@@ -320,12 +327,23 @@ def stage_evaluate(ctx: RunContext) -> None:
     spec_file, model, spec_paths = _spec_and_model(ctx)
     results = results_dir(ctx, "evaluate")
     argv, checks = _command(net, "evaluate", [("-e", p.c(spec_file), INPUT), ("-m", p.c(model), INPUT),
-                                              ("-r", p.c(results), RESULTS)])
-    job = _job(ctx, f"{net} evaluate", argv, spec_paths + checks, results, [])
-    _run(ctx, job, _echo(ctx))
-    reported = parse_tao_map(job.log_file)
+                                              _results_arg(net, "evaluate", p.c(results))])
+    job = _job(ctx, argv, spec_paths + checks, results, [])
+    result = _run(ctx, job, _echo(ctx))
+    reported = status_map(result.statuses)
+    if reported is None:
+        reported = parse_tao_map(job.log_file)
     if reported is not None:  # TAO's own VOC-style number, kept next to ours for comparison
         ctx.record(tao_reported_map=reported)
+
+
+def status_map(statuses: list[dict]) -> float | None:
+    """The mAP TAO's evaluate puts in its SUCCESS line (`"kpi": {"mAP": ...}`, ssd and yolo_v3 evaluate.py)."""
+    for s in reversed(statuses):
+        kpi = s.get("kpi")
+        if isinstance(kpi, dict) and isinstance(kpi.get("mAP"), (int, float)):
+            return float(kpi["mAP"])
+    return None
 
 
 def parse_tao_map(log_file: Path) -> float | None:
@@ -347,8 +365,8 @@ def stage_inference(ctx: RunContext) -> None:
     images = kitti_dir(ctx, str(ctx.cfg.eval.split)) / "images"
     argv, checks = _command(net, "inference", [
         ("-e", p.c(spec_file), INPUT), ("-m", p.c(model), INPUT), ("-i", p.c(images), INPUT),
-        ("-r", p.c(results), RESULTS), ("-t", str(t.get("inference_threshold", 0.01)), None)])
-    job = _job(ctx, f"{net} inference", argv, spec_paths + checks, results, [results / "labels" / "*.txt"])
+        _results_arg(net, "inference", p.c(results)), ("-t", str(t.get("inference_threshold", 0.01)), None)])
+    job = _job(ctx, argv, spec_paths + checks, results, [results / "labels" / "*.txt"])
     _run(ctx, job, _echo(ctx))
 
 
@@ -383,9 +401,9 @@ def stage_export(ctx: RunContext) -> None:
     if onnx.exists():  # ours, from an earlier attempt: TAO export refuses to overwrite
         onnx.unlink()
     argv, checks = _command(net, "export", [("-m", p.c(model), INPUT), ("-o", p.c(onnx), OUTPUT),
-                                            ("-e", p.c(spec_file), INPUT), ("--results_dir", p.c(export), RESULTS),
+                                            ("-e", p.c(spec_file), INPUT), _results_arg(net, "export", p.c(export)),
                                             ("--gen_ds_config", None, None)])
-    job = _job(ctx, f"{net} export", argv, spec_paths + checks, export, [onnx])
+    job = _job(ctx, argv, spec_paths + checks, export, [onnx])
     _run(ctx, job, _echo(ctx))
     ctx.record(onnx=str(onnx))
 
@@ -411,8 +429,8 @@ def stage_engine(ctx: RunContext) -> None:
     argv, checks = _command(net, "gen_trt_engine", [
         ("-m", p.c(onnx), INPUT), ("-e", p.c(spec_file), INPUT), ("--engine_file", p.c(engine), OUTPUT),
         ("--data_type", str(t.get("trt_data_type", "fp32")), None), ("--batch_size", "1", None),
-        ("--max_batch_size", str(t.get("trt_max_batch_size", 8)), None), ("--results_dir", p.c(results), RESULTS)])
-    job = _job(ctx, f"{net} gen_trt_engine", argv, spec_paths + checks, results, [engine],
+        ("--max_batch_size", str(t.get("trt_max_batch_size", 8)), None), _results_arg(net, "gen_trt_engine", p.c(results))])
+    job = _job(ctx, argv, spec_paths + checks, results, [engine],
                image=str(t.get("deploy_image")), launcher="deploy")
     _run(ctx, job, _echo(ctx))
     ctx.record(engine=str(engine), note=ENGINE_NOTE)
@@ -436,12 +454,14 @@ def tao_stages() -> list[Stage]:
 
 def build_tao_stages(cfg) -> list[Stage]:
     """Shared data stages (prepare / split / balance) + the TAO stages."""
-    network(cfg)  # fail fast on a bad network=
+    net = network(cfg)  # fail fast on a bad network=
     if not cfg.export.kitti:
         raise HackathonError("backend=tao reads the KITTI export, but export.kitti is false.", fix="Set export.kitti=true.")
     if "tao" not in cfg:
         raise HackathonError("The detect spec has no `tao:` block (the TAO backend's settings).",
                              fix="Copy the tao: block from specs/detect/demo.yaml into your spec.")
+    # the experiment spec (template + tao.experiment) against TAO's messages, before any stage or container
+    tao_spec.check_experiment(net, _container_cfg(cfg).get("experiment") or {})
     from tasks.detect.stages import shared_stages
 
     return shared_stages() + tao_stages()

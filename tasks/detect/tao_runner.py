@@ -29,6 +29,61 @@ LABEL = "hackathon.tao"  # every container we start carries it (tests and cleanu
 STATUS_FILE = "status.json"
 
 
+@dataclass(frozen=True)
+class StatusContract:
+    """What one TAO 5 task writes to <results>/status.json (one JSON object a line), read from its source."""
+
+    flag: str  # how the results dir is passed on the command line
+    done: tuple[str, ...] = ("SUCCESS",)  # statuses that mean finished; () = none is written on success
+    started: bool = True  # writes STARTED first (required when `done` is empty: proof this run wrote the file)
+    truncates: bool = False  # opens status.json with append=False: read it from the start
+    done_message: str | None = None  # a RUNNING line with this text also means finished
+    source: str = ""
+
+
+TF1 = "tao_tensorflow1_backend (TAO 5.0) nvidia_tao_tf1/cv/"
+# (network, task) -> contract. FAILURE always fails the job, whatever the exit code (the tasks catch
+# their exceptions and write FAILURE, and an interrupted task exits 0).
+STATUS_CONTRACTS: dict[tuple[str, str], StatusContract] = {
+    # ssd: STARTED only. Its SUCCESS write sits inside the `except Exception` branch after `raise e` /
+    # `exit(1)`, so it never runs; success = no FAILURE + the TFRecord shards. StatusLogger(append=False).
+    ("ssd", "dataset_convert"): StatusContract("-r", done=(), truncates=True,
+                                               source=TF1 + "ssd/scripts/dataset_convert.py"),
+    # yolo_v3: detectnet_v2's main() writes STARTED (append=False), the yolo_v3 wrapper SUCCESS after it.
+    ("yolo_v3", "dataset_convert"): StatusContract("-r", truncates=True, source=TF1 + "yolo_v3/scripts/dataset_convert.py"
+                                                   " + detectnet_v2/scripts/dataset_convert.py"),
+    # -r required; STARTED from the Keras callback TAOStatusLogger.on_train_begin (common/callbacks/loggers.py),
+    # RUNNING per epoch, SUCCESS at the end of run_experiment.
+    ("ssd", "train"): StatusContract("-r", source=TF1 + "ssd/scripts/train.py"),
+    # -r required; STARTED at the start of run_experiment, SUCCESS after model.train().
+    ("yolo_v3", "train"): StatusContract("-r", source=TF1 + "yolo_v3/scripts/train.py"),
+    # -r optional (ssd: else the model's folder; yolo_v3: else none); STARTED, SUCCESS with kpi {"mAP": ...}
+    # (yolo_v3 writes SUCCESS twice: evaluate() and main()).
+    ("ssd", "evaluate"): StatusContract("-r", source=TF1 + "ssd/scripts/evaluate.py"),
+    ("yolo_v3", "evaluate"): StatusContract("-r", source=TF1 + "yolo_v3/scripts/evaluate.py"),
+    ("ssd", "inference"): StatusContract("-r", source=TF1 + "ssd/scripts/inference.py"),
+    ("yolo_v3", "inference"): StatusContract("-r", source=TF1 + "yolo_v3/scripts/inference.py"),
+    # export: --results_dir only (common/export/app.py defines no -r); no STARTED, RUNNING "Building exporter
+    # object." / "Exporting the model.", then SUCCESS from the network's scripts/export.py. (With
+    # --results_dir /workspace/logs it writes status_export_<timestamp>.json instead; we never pass that.)
+    ("ssd", "export"): StatusContract("--results_dir", started=False, source=TF1 + "ssd/scripts/export.py + common/export/app.py"),
+    ("yolo_v3", "export"): StatusContract("--results_dir", started=False,
+                                          source=TF1 + "yolo_v3/scripts/export.py + common/export/app.py"),
+}
+# gen_trt_engine runs in the deploy image (NVIDIA/tao_deploy nvidia_tao_deploy/cv/<net>/scripts/gen_trt_engine.py,
+# decorator monitor_status in cv/common/decorators.py): -r/--results_dir; STARTED, then SUCCESS in 5.0
+# (a285787) but RUNNING "Gen_trt_engine finished successfully." from 5.5 (21c66f2) on: accept either.
+for _net in ("ssd", "yolo_v3"):
+    STATUS_CONTRACTS[(_net, "gen_trt_engine")] = StatusContract(
+        "--results_dir", done_message="finished successfully",
+        source=f"tao_deploy nvidia_tao_deploy/cv/{_net}/scripts/gen_trt_engine.py + cv/common/decorators.py")
+GENERIC = StatusContract("-r", source="any TAO task: STARTED ... SUCCESS")
+
+
+def status_contract(network: str, task: str) -> StatusContract:
+    return STATUS_CONTRACTS.get((network, task), GENERIC)
+
+
 @dataclass
 class TaoJob:
     """One `tao model <network> <task> ...` invocation, in container terms."""
@@ -46,6 +101,7 @@ class TaoJob:
     labels: dict[str, str] = field(default_factory=dict)
     mounts_file: Path | None = None  # where the per-run mounts file is written (TAO launcher format)
     launcher: str = "model"  # `tao model ...` (training image) or `tao deploy ...` (TensorRT image)
+    status: StatusContract = GENERIC  # what the task writes to status.json (STATUS_CONTRACTS)
 
 
 @dataclass
@@ -64,12 +120,20 @@ def launcher_command(job: TaoJob) -> str:
 
 # ------------------------------------------------------------------ status.json
 
-def status_offset(status_dir: Path | None) -> int:
-    """TAO appends to status.json; remember where this run's lines will start."""
-    if status_dir is None:
+def status_offset(status_dir: Path | None, contract: StatusContract = GENERIC) -> int:
+    """Most TAO tasks append to status.json: remember where this run's lines will start."""
+    if status_dir is None or contract.truncates:
         return 0
     p = status_dir / STATUS_FILE
     return p.stat().st_size if p.exists() else 0
+
+
+def _stat(status_dir: Path | None) -> tuple[int, int] | None:
+    p = status_dir / STATUS_FILE if status_dir is not None else None
+    if p is None or not p.exists():
+        return None
+    st = p.stat()
+    return st.st_mtime_ns, st.st_size
 
 
 def read_statuses(status_dir: Path | None, offset: int) -> list[dict]:
@@ -97,6 +161,18 @@ def read_statuses(status_dir: Path | None, offset: int) -> list[dict]:
     return out
 
 
+def finished(contract: StatusContract, statuses: list[dict]) -> bool:
+    """Whether this run's status lines say the task finished (FAILURE is checked before this)."""
+    names = [str(s.get("status", "")).upper() for s in statuses]
+    if any(n in contract.done for n in names):
+        return True
+    if contract.done_message and any(n == "RUNNING" and contract.done_message in str(s.get("message", ""))
+                                     for n, s in zip(names, statuses)):
+        return True
+    # a task that writes nothing on success: its STARTED line proves this run wrote the file
+    return not contract.done and not contract.done_message and "STARTED" in names
+
+
 def verdict(job: TaoJob, exit_code: int, statuses: list[dict], tail: str) -> None:
     """Raise unless the exit code, status.json and the expected artifacts all say success."""
     where = f"Log: {job.log_file}"
@@ -110,10 +186,12 @@ def verdict(job: TaoJob, exit_code: int, statuses: list[dict], tail: str) -> Non
             f"`{job.name}` wrote status FAILURE to {job.status_dir / STATUS_FILE} although the container exited 0 "
             f"(the TAO launcher would have called this a success): {msg}\n{tail}",
             fix=f"Read the error above. {where}")
-    if job.status_dir is not None and "SUCCESS" not in names:
+    if job.status_dir is not None and not finished(job.status, statuses):
+        c = job.status
+        wanted = " or ".join([*c.done, *([f'RUNNING "...{c.done_message}"'] if c.done_message else [])]) or "STARTED"
         raise HackathonError(
-            f"`{job.name}` exited 0 but wrote no SUCCESS to {job.status_dir / STATUS_FILE} "
-            f"(statuses seen: {names or 'none'}).\n{tail}",
+            f"`{job.name}` exited 0 but wrote no {wanted} to {job.status_dir / STATUS_FILE} "
+            f"(statuses seen: {names or 'none'}; what this task writes: {c.source}).\n{tail}",
             fix=f"The task stopped before finishing; read the log. {where}")
     missing = [str(p) for p in job.expected if not glob.glob(str(p))]
     if missing:
@@ -228,7 +306,8 @@ def run_job(job: TaoJob, echo: Callable[[str], None] = print, client=None) -> Jo
     ensure_image(client, job.image, echo=echo)
     # The results dir is left for the container to create: made here it would belong to this process's
     # user, which is not the container user when DockerOptions.user says otherwise.
-    offset = status_offset(job.status_dir)
+    offset = status_offset(job.status_dir, job.status)
+    before = _stat(job.status_dir)
     job.log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(job.log_file, "a", encoding="utf-8") as fh:
         fh.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.name}: {' '.join(job.command)}\n")
@@ -253,7 +332,9 @@ def run_job(job: TaoJob, echo: Callable[[str], None] = print, client=None) -> Jo
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     seconds = time.time() - t0
-    statuses = read_statuses(job.status_dir, offset)
+    # a task that rewrites status.json (truncates) but never got to it: the old file is not this run's
+    stale = job.status.truncates and before is not None and _stat(job.status_dir) == before
+    statuses = [] if stale else read_statuses(job.status_dir, offset)
     tail = "\n".join(f"  | {line}" for line in pump.tail[-12:])
     verdict(job, exit_code, statuses, tail)
     echo(f"[tao] {job.name}: ok in {seconds:.1f}s")

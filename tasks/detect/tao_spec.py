@@ -18,23 +18,26 @@ from typing import Any, Iterable, Mapping
 from hackathon.atomic import atomic_write_text
 from hackathon.errors import HackathonError
 from hackathon.paths import SPECS_DIR
+from tasks.detect.tao_messages import MESSAGES
 
 TEMPLATES_DIR = SPECS_DIR / "detect" / "tao"
 NETWORKS = ("ssd", "yolo_v3")
 NETWORK_BLOCK = {"ssd": "ssd_config", "yolo_v3": "yolov3_config"}
 
-# proto map<> fields: rendered as repeated {key value} entries.
-MAP_FIELDS = {"target_class_mapping", "image_mean"}
-# proto enum fields (written bare) and their legal values, keyed by (parent block, field).
-ENUM_FIELDS = {
-    ("regularizer", "type"): ("NO_REG", "L1", "L2"),
-    ("eval_config", "average_precision_mode"): ("SAMPLE", "INTEGRATE"),
-}
+# proto map<> fields (rendered as repeated {key value} entries) and enum fields (written bare, keyed by
+# (parent block, field)), both read from TAO's message tables so the writer and the checker agree.
+MAP_FIELDS = {f for _, fields, _ in MESSAGES.values() for f, t in fields.items() if t.startswith("map<")}
+ENUM_FIELDS = {(parent, f): tuple(t.split()[1:])
+               for _, pfields, _ in MESSAGES.values() for parent, ptype in pfields.items() if ptype in MESSAGES
+               for f, t in MESSAGES[ptype][1].items() if t.startswith("enum ")}
 # Fields holding filesystem paths: translated host->container and checked before a container starts.
 PATH_FIELDS = {"tfrecords_path", "image_directory_path", "label_directory_path", "root_directory_path",
                "pretrain_model_path", "resume_model_path", "pruned_model_path", "root_path"}
-# training_config's `load_model` oneof: at most one may be set.
-LOAD_MODEL_ONEOF = ("resume_model_path", "pretrain_model_path", "pruned_model_path")
+# training_config's `load_model` oneof (the pipeline swaps pretrain for resume when it resumes).
+LOAD_MODEL_ONEOF = MESSAGES["common/TrainingConfig"][2]["load_model"]
+# repeated message fields (data_sources, ...): their dotted names carry an index, as `render` writes them
+REPEATED_BLOCKS = {f for _, fields, _ in MESSAGES.values() for f, t in fields.items()
+                   if t.startswith("repeated ") and t.split()[1] in MESSAGES}
 
 
 @dataclass(frozen=True)
@@ -168,12 +171,8 @@ def quote(value: str) -> str:
 
 
 def _scalar(value: Any, parent: str, field: str, where: str) -> str:
-    enum = ENUM_FIELDS.get((parent, field))
-    if enum is not None:
-        text = str(value)
-        if text not in enum:
-            raise HackathonError(f"{where}: {text!r} is not one of {list(enum)}.", fix=f"Set {field} to one of {list(enum)}.")
-        return text
+    if (parent, field) in ENUM_FIELDS:  # written bare; the schema check names a bad value with its line
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -225,26 +224,48 @@ class _Writer:
                     self.fields.append(SpecField(len(self.lines), dotted, str(value)))
 
 
-def _check_oneof(spec: Mapping, where: str) -> None:
-    tc = spec.get("training_config") or {}
-    chosen = [k for k in LOAD_MODEL_ONEOF if tc.get(k)]
-    if len(chosen) > 1:
-        raise HackathonError(f"{where}: training_config sets {chosen}, but TAO reads only one of them (a proto oneof).",
-                             fix="Keep one: resume_model_path (continue), pretrain_model_path or pruned_model_path.")
-
-
-def render(spec: Mapping, where: str = "TAO spec") -> tuple[str, list[SpecField]]:
-    """Protobuf text for `spec` and the line of every path field in it."""
-    _check_oneof(spec, where)
+def render(spec: Mapping) -> tuple[str, list[SpecField]]:
+    """Protobuf text for `spec` and the line of every path field in it (`check` validates it)."""
     w = _Writer()
     w.block(spec, 0, "", "")
     return "\n".join(w.lines) + "\n", w.fields
 
 
-def write_spec(spec: Mapping, target: Path) -> list[SpecField]:
-    text, fields = render(spec, where=str(target))
+def write_spec(spec: Mapping, target: Path, kind: str, hint: str = "") -> list[SpecField]:
+    """Render, check against TAO's `kind` messages (ssd | yolo_v3 | dataset_convert), then write atomically:
+    a spec TAO would refuse is never written."""
+    text, fields = check(spec, kind, where=str(target), hint=hint)
     atomic_write_text(target, text)
     return fields
+
+
+def check(spec: Mapping, kind: str, where: str = "TAO spec", hint: str = "") -> tuple[str, list[SpecField]]:
+    """`render` + the schema check of tasks/detect/tao_schema.py on the final text (after overrides)."""
+    from tasks.detect.tao_schema import validate_text
+
+    text, fields = render(spec)
+    validate_text(text, kind, source=where, hint=hint)
+    return text, fields
+
+
+def path_fields_in_text(text: str, source: str = "spec") -> list[SpecField]:
+    """SpecFields (line, dotted field, value) of the path fields of a spec's text."""
+    from tasks.detect.prototext import parse
+
+    out: list[SpecField] = []
+
+    def walk(entries, prefix: str) -> None:
+        counts: dict[str, int] = {}
+        for e in entries:
+            dotted = f"{prefix}{e.name}"
+            if e.kind == "message":
+                i = counts[e.name] = counts.get(e.name, -1) + 1
+                walk(e.children, f"{dotted}[{i}]." if e.name in REPEATED_BLOCKS else dotted + ".")
+            elif e.name in PATH_FIELDS and e.kind == "string":
+                out.append(SpecField(e.line, dotted, e.value))
+
+    walk(parse(text, source), "")
+    return out
 
 
 def path_fields(spec: Mapping) -> list[tuple[str, Any]]:
@@ -298,6 +319,17 @@ def class_mapping(classes: Iterable[str]) -> dict:
     return {c.lower(): c.lower() for c in classes}
 
 
+OVERRIDE_HINT = (" The line numbers are those of the spec rendered from the template + your overrides: "
+                 "change or drop the override that sets that field.")
+
+
+def check_experiment(network: str, overrides: Iterable[str] | Mapping | None) -> None:
+    """Template + overrides checked against TAO's messages, before any stage runs (null fields are left
+    out: the paths and anchors the pipeline fills in later do not change the structure)."""
+    check(experiment_spec(network, overrides, classes=None), network,
+          where=f"the {network} spec from {template_path(network).name} + tao.experiment", hint=OVERRIDE_HINT)
+
+
 def missing_required(spec: Mapping, network: str) -> list[str]:
     """Fields TAO needs that are still null (the pipeline fills them; a hand-made spec may not)."""
     need = ["dataset_config.data_sources", "dataset_config.validation_data_sources",
@@ -330,7 +362,7 @@ def write_spec_file(network: str, overrides: Iterable[str], out: Path) -> str:
     else:
         spec = experiment_spec(network, overrides)
         missing = missing_required(spec, network)
-    write_spec(spec, out)
+    write_spec(spec, out, network, hint=OVERRIDE_HINT)
     note = f"wrote {out} (TAO {network} spec, protobuf text format)"
     if missing:
         note += "\nstill unset (fill them in, in container paths): " + ", ".join(missing)

@@ -98,7 +98,7 @@ def test_spec_path_outside_mounts_names_the_spec_line(tmp_path):
     plan = _plan(tmp_path)
     spec = {"training_config": {"num_epochs": 1, "pretrain_model_path": "/home/me/resnet18.hdf5"}}
     spec_file = tmp_path / "run" / "spec.txt"
-    fields = tao_spec.write_spec(spec, spec_file)
+    fields = tao_spec.write_spec(spec, spec_file, "ssd")
     with pytest.raises(HackathonError) as exc:
         preflight(plan, spec_checks(spec_file, fields))
     msg = exc.value.message

@@ -9,7 +9,7 @@ import pytest
 
 from hackathon.errors import HackathonError
 from tasks.detect import tao_spec
-from tests.tao.prototext import one, parse
+from tasks.detect.prototext import as_dict as parse, one
 
 CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
 
@@ -105,9 +105,11 @@ def test_path_fields_report_their_line():
 
 def test_overrides_merge_and_refuse_typos():
     spec = tao_spec.experiment_spec("ssd", ["training_config.num_epochs=3", "ssd_config.nlayers=34",
-                                            "+ssd_config.steps=[8, 16]"])
+                                            "ssd_config.freeze_blocks=[0, 1]", '+ssd_config.steps="[8, 16]"'])
     assert spec["training_config"]["num_epochs"] == 3 and spec["ssd_config"]["nlayers"] == 34
-    assert "steps: 8" in tao_spec.render(spec)[0]  # a list becomes a repeated field
+    text = tao_spec.check(spec, "ssd")[0]
+    assert "freeze_blocks: 0\n  freeze_blocks: 1" in text  # a list becomes a repeated field
+    assert 'steps: "[8, 16]"' in text  # SSDConfig.steps is one string
     nested = tao_spec.experiment_spec("yolo_v3", {"training_config": {"num_epochs": 5}})
     assert nested["training_config"]["num_epochs"] == 5
     with pytest.raises(HackathonError) as exc:
@@ -121,11 +123,11 @@ def test_bad_enum_and_double_load_model_are_refused():
     spec = _filled("ssd")
     spec["training_config"]["regularizer"]["type"] = "L3"
     with pytest.raises(HackathonError, match="L3"):
-        tao_spec.render(spec)
+        tao_spec.check(spec, "ssd")
     spec = _filled("ssd")
     spec["training_config"]["resume_model_path"] = "/w/r.hdf5"
     with pytest.raises(HackathonError, match="oneof"):
-        tao_spec.render(spec)
+        tao_spec.check(spec, "ssd")
 
 
 def test_missing_required_fields_are_listed():

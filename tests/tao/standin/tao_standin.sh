@@ -55,7 +55,13 @@ need "-e/-d spec" "$SPEC"; [ -f "$SPEC" ] || die "spec file $SPEC not found"
 [ "$TASK" = dataset_convert ] && [ -z "$STATUS_DIR" ] && STATUS_DIR=$(dirname "$OUT")
 if [ -n "$STATUS_DIR" ]; then mkdir -p "$STATUS_DIR" 2>/dev/null && touch "$STATUS_DIR/.w" 2>/dev/null \
   || { echo "Error: cannot write $STATUS_DIR as uid $(id -u)" >&2; exit 1; }; rm -f "$STATUS_DIR/.w"; fi
-status STARTED "Starting $NET $TASK."
+# status.json as each TAO 5 task writes it (sources named in tasks/detect/tao_runner.py STATUS_CONTRACTS):
+# dataset_convert rewrites the file (append=False); export writes no STARTED, only RUNNING lines.
+case "$TASK" in
+  export) status RUNNING "Building exporter object.";;
+  dataset_convert) [ -n "$STATUS_DIR" ] && : > "$STATUS_DIR/status.json"; status STARTED "Starting Object Detection Dataset Convert.";;
+  *) status STARTED "Starting $NET $TASK.";;
+esac
 if failmode exit; then echo "Error: simulated crash in $TASK" >&2; exit 3; fi
 if failmode status; then echo "Error: simulated failure in $TASK (exit code 0)" >&2; status FAILURE "simulated failure"; exit 0; fi
 check_spec_paths
@@ -112,4 +118,5 @@ gen_trt_engine)
   need -m "$MODEL"; need --engine_file "$ENGINE"; [ -f "$MODEL" ] || die "onnx $MODEL not found"
   failmode noartifact || printf 'stand-in engine\n' > "$ENGINE";;
 esac
-status SUCCESS "$NET $TASK finished successfully."
+# ssd dataset_convert never writes SUCCESS (that line of TAO's script is unreachable)
+[ "$NET $TASK" = "ssd dataset_convert" ] || status SUCCESS "$NET $TASK finished successfully."
