@@ -43,21 +43,24 @@ def parse(text: str, source: str = "spec") -> list[Entry]:
 
     tok = text_format.Tokenizer(text.splitlines())
     try:
-        return _block(tok, closing=None)
+        return _block(tok, closing=None, opened=0)
     except text_format.ParseError as exc:
         line = exc.GetLine() if exc.GetLine() is not None else "?"
         raise HackathonError(f"{source} line {line}: not valid protobuf text format: {exc}",
                              fix="Fix the syntax on that line: `field: value`, `block { ... }`, strings in double quotes.") from exc
 
 
-def _block(tok, closing: str | None) -> list[Entry]:
+def _block(tok, closing: str | None, opened: int) -> list[Entry]:
     entries: list[Entry] = []
     while True:
         if closing is not None and tok.TryConsume(closing):
             return entries
         if tok.AtEnd():
             if closing is not None:
-                raise tok.ParseError(f"missing '{closing}': a block opened above is never closed")
+                from google.protobuf.text_format import ParseError
+
+                raise ParseError(f"the block opened on line {opened} is never closed (missing '{closing}')",
+                                 line=opened, column=1)
             return entries
         line = _line(tok)
         name = tok.ConsumeIdentifier()
@@ -81,7 +84,7 @@ def _message(tok, name: str, line: int, in_list: bool = False) -> Entry:
     else:
         tok.Consume("<")
         close = ">"
-    return Entry(name, line, "message", _block(tok, closing=close), in_list=in_list)
+    return Entry(name, line, "message", _block(tok, closing=close, opened=line), in_list=in_list)
 
 
 def _list(tok, name: str, line: int) -> list[Entry]:

@@ -108,11 +108,54 @@ class Problem:
         return f"line {self.line}: {self.field}: {self.text}\n    fix: {self.fix}"
 
 
+def explain_unknown(kind: str, key: str, path: str, name: str) -> tuple[str, str]:
+    """(what is wrong, the fix) for a field `name` that message `key` (at dotted `path`) does not have."""
+    allowed = sorted(MESSAGES[key][1])
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.75)
+    block = path or f"the top level of the {kind} spec"
+    text = f"{message_name(key)} has no field `{name}`; fields of {block}: {', '.join(allowed)}."
+    elsewhere = where_allowed(ROOTS[kind], name)
+    if close:
+        fix = f"Did you mean `{close[0]}`? Rename it."
+    elif elsewhere:
+        text = f"wrong nesting: {text}"
+        fix = f"Move it to {' or '.join(elsewhere)} (it sits in {block})."
+    else:
+        owners = other_messages_with(name, reachable(ROOTS[kind]))
+        if owners:
+            text += f" `{name}` exists only in {', '.join(owners)}, which the {kind} spec does not use."
+        fix = f"Remove it, or use one of the fields of {block} listed above."
+    if (kind, name) in HINTS:
+        fix += " " + HINTS[(kind, name)]
+    return text, fix
+
+
+def field_at(kind: str, dotted: str, origin: str = "override") -> FieldType:
+    """The type of the field at `a.b.c` (list indices skipped, map keys allowed) of a `kind` spec,
+    or a HackathonError naming the allowed fields (for `key=value` overrides, before anything is written)."""
+    key, path = ROOTS[kind], ""
+    parts = [p for p in dotted.split(".") if not p.isdigit()]
+    for i, part in enumerate(parts):
+        ftype = fields_of(key).get(part)
+        if ftype is None:
+            text, fix = explain_unknown(kind, key, path, part)
+            fix = fix.replace("Rename it.", "Rename it in the override.").replace("Remove it,", "Drop that override,")
+            if fix.startswith("Move it to"):
+                fix = "Override " + fix[len("Move it to "):].split(" (it sits in")[0] + " instead."
+            raise HackathonError(f"{origin}: {dotted!r}: {text}", fix=fix)
+        if i == len(parts) - 1 or ftype.label == "map":  # a map's keys are data, not fields
+            return ftype
+        if ftype.kind != "message":
+            raise HackathonError(f"{origin}: {dotted!r}: `{part}` is {ftype.describe()}, not a block, so it has "
+                                 f"no field `{parts[i + 1]}`.", fix=f"Set it as {'.'.join(parts[:i + 1])}=<value>.")
+        key, path = ftype.message, f"{path}.{part}" if path else part
+    return FieldType("single", "message", message=key)
+
+
 class _Checker:
     def __init__(self, kind: str):
         self.kind = kind
         self.root = ROOTS[kind]
-        self.in_tree = reachable(self.root)
         self.problems: list[Problem] = []
 
     def add(self, entry: prototext.Entry, path: str, text: str, fix: str) -> None:
@@ -123,6 +166,7 @@ class _Checker:
         _, _, oneofs = MESSAGES[key]
         first_line: dict[str, int] = {}
         oneof_seen: dict[str, tuple[str, int]] = {}
+        listed: set[str] = set()
         for e in entries:
             dotted = f"{path}.{e.name}" if path else e.name
             ftype = fields.get(e.name)
@@ -130,12 +174,14 @@ class _Checker:
                 self.unknown(e, key, path, dotted)
                 continue
             if ftype.label == "single":
-                if e.name in first_line:
+                if e.in_list:
+                    if e.name not in listed:
+                        self.add(e, dotted, "written as a list `[...]`, but it holds a single value.",
+                                 f"Write `{e.name}: value` once.")
+                    listed.add(e.name)
+                elif e.name in first_line:
                     self.add(e, dotted, f"set again (first on line {first_line[e.name]}); it is a single value and "
                              "TAO would silently keep only the last one.", f"Keep one `{e.name}` in this block.")
-                elif e.in_list:
-                    self.add(e, dotted, "written as a list `[...]`, but it holds a single value.",
-                             f"Write `{e.name}: value` once.")
             first_line.setdefault(e.name, e.line)
             for group, members in oneofs.items():
                 if e.name in members:
@@ -147,25 +193,10 @@ class _Checker:
             self.value(e, ftype, dotted)
 
     def unknown(self, e: prototext.Entry, key: str, path: str, dotted: str) -> None:
-        allowed = sorted(MESSAGES[key][1])
-        close = difflib.get_close_matches(e.name, allowed, n=1, cutoff=0.75)
-        block = path or f"the top level of the {self.kind} spec"
-        text = f"{message_name(key)} has no field `{e.name}`; fields of {block}: {', '.join(allowed)}."
-        elsewhere = where_allowed(self.root, e.name)
-        if close:
-            fix = f"Did you mean `{close[0]}`? Rename it (line {e.line})."
-        elif elsewhere:
-            text = f"wrong nesting: {text}"
-            fix = f"Move it to {' or '.join(elsewhere)} (line {e.line} sits in {block})."
-        else:
-            owners = other_messages_with(e.name, self.in_tree)
-            if owners:
-                text += f" `{e.name}` exists only in {', '.join(owners)}, which the {self.kind} spec does not use."
-            fix = f"Delete line {e.line}" + (" (and its block)" if e.kind == "message" else "") + \
-                  f", or use one of the fields of {block} listed above."
-        if (self.kind, e.name) in HINTS:
-            fix += " " + HINTS[(self.kind, e.name)]
-        self.add(e, dotted, text, fix)
+        text, fix = explain_unknown(self.kind, key, path, e.name)
+        if fix.startswith("Remove it"):
+            fix = f"Delete line {e.line}" + (" (and its block)" if e.kind == "message" else "") + fix[len("Remove it"):]
+        self.add(e, dotted, text, fix.replace("Rename it.", f"Rename it (line {e.line})."))
 
     def value(self, e: prototext.Entry, ftype: FieldType, dotted: str) -> None:
         if ftype.kind == "message":  # a nested message or a map entry

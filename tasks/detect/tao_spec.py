@@ -9,7 +9,6 @@ can name the spec line of a bad path.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,36 +74,29 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _known_keys(d: Mapping, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        out.append(prefix + k)
-        if isinstance(v, Mapping) and k not in MAP_FIELDS:
-            out += _known_keys(v, prefix + k + ".")
-    return out
-
-
-def apply_overrides(spec: dict, overrides: Iterable[str] | Mapping | None, origin: str = "override") -> dict:
+def apply_overrides(spec: dict, overrides: Iterable[str] | Mapping | None, kind: str, origin: str = "override") -> dict:
     """Merge `block.field=value` strings (or a nested mapping) into `spec`, in place.
 
-    Keys must exist in the template (a typo would otherwise be silently ignored by TAO's defaults);
-    `+block.field=value` adds a field the template does not list. Lists are indexed `data_sources.0.x`.
+    Keys must be fields of TAO's `kind` messages (tasks/detect/tao_messages.py), in or beyond the template:
+    a typo would otherwise reach the container. A leading `+` is accepted and ignored (older docs).
+    Lists are indexed `data_sources.0.x`.
     """
+    from tasks.detect.tao_schema import field_at
+
     if not overrides:
         return spec
     items = list(_flatten(overrides)) if isinstance(overrides, Mapping) else list(overrides)
-    known = set(_known_keys(spec))
     for item in items:
         if isinstance(item, tuple):
-            key, value, add = item[0], item[1], False
+            key, value = item
         else:
             if "=" not in item:
                 raise HackathonError(f"{origin} {item!r} is not key=value.",
                                      fix="Write TAO spec overrides as block.field=value, e.g. training_config.num_epochs=5.")
             key, raw = item.split("=", 1)
-            add = key.startswith("+")
             key, value = key.lstrip("+"), _parse_value(raw)
-        _set_dotted(spec, key, value, add=add, known=known, origin=origin)
+        field_at(kind, key, origin)
+        _set_dotted(spec, key, value)
     return spec
 
 
@@ -118,15 +110,8 @@ def _flatten(m: Mapping, prefix: str = ""):
             yield (key, v)
 
 
-def _set_dotted(spec: dict, key: str, value: Any, add: bool, known: set[str], origin: str) -> None:
+def _set_dotted(spec: dict, key: str, value: Any) -> None:
     parts = key.split(".")
-    plain = ".".join(p for p in parts if not p.isdigit())
-    if not add and plain not in known:
-        close = difflib.get_close_matches(plain, sorted(known), n=3)
-        raise HackathonError(
-            f"{origin}: {key!r} is not a field of this TAO spec template.",
-            fix=(f"Did you mean {close}? " if close else "") +
-                f"See {TEMPLATES_DIR}/ for the fields, or prefix the key with + to add a field TAO knows.")
     node: Any = spec
     for i, p in enumerate(parts[:-1]):
         nxt_is_index = parts[i + 1].isdigit()
@@ -299,7 +284,7 @@ def experiment_spec(network: str, overrides: Iterable[str] | Mapping | None = No
         raise HackathonError(f"network={network!r} is not a TAO detector this tool drives.",
                              fix=f"Use network={' or network='.join(NETWORKS)}.")
     spec = load_template(network)
-    apply_overrides(spec, overrides, origin=f"tao.experiment override ({network})")
+    apply_overrides(spec, overrides, network, origin=f"tao.experiment override ({network})")
     if classes is not None:
         spec["dataset_config"]["target_class_mapping"] = class_mapping(classes)
     return spec
@@ -308,7 +293,7 @@ def experiment_spec(network: str, overrides: Iterable[str] | Mapping | None = No
 def convert_spec(overrides: Iterable[str] | Mapping | None = None, classes: Iterable[str] | None = None) -> dict:
     """The dataset_convert (kitti_config) spec dict."""
     spec = load_template("dataset_convert")
-    apply_overrides(spec, overrides, origin="dataset_convert override")
+    apply_overrides(spec, overrides, "dataset_convert", origin="dataset_convert override")
     if classes is not None:
         spec["target_class_mapping"] = class_mapping(classes)
     return spec

@@ -20,10 +20,12 @@ def docker_client():
 
 @pytest.fixture(scope="session")
 def standin_image(docker_client) -> str:
-    from tests.tao.standin.build import StandinError, build
+    from tests.tao.standin.build import DEFAULT_TAG, StandinError, build
 
+    # HACKATHON_STANDIN_TAG: a tag of one's own when several checkouts share one docker engine
+    tag = os.environ.get("HACKATHON_STANDIN_TAG") or DEFAULT_TAG
     try:
-        return build(client=docker_client, echo=lambda *_: None)
+        return build(tag, client=docker_client, echo=lambda *_: None)
     except StandinError as exc:
         if os.environ.get("CI") == "true":
             pytest.fail(str(exc))

@@ -15,7 +15,11 @@ CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
 
 
 def _filled(network: str, **over) -> dict:
-    spec = tao_spec.experiment_spec(network, over.pop("overrides", None), classes=CLASSES)
+    return _filled_from(tao_spec.experiment_spec(network, over.pop("overrides", None), classes=CLASSES))
+
+
+def _filled_from(spec: dict) -> dict:
+    network = "yolo_v3" if "yolov3_config" in spec else "ssd"
     spec["dataset_config"]["data_sources"] = [{"tfrecords_path": "/w/tfrecords/train*", "image_directory_path": "/w/kitti/train"}]
     spec["dataset_config"]["validation_data_sources"] = [{"label_directory_path": "/w/kitti/val/labels",
                                                           "image_directory_path": "/w/kitti/val/images"}]
@@ -114,7 +118,13 @@ def test_overrides_merge_and_refuse_typos():
     assert nested["training_config"]["num_epochs"] == 5
     with pytest.raises(HackathonError) as exc:
         tao_spec.experiment_spec("ssd", ["training_config.num_epoch=3"])
-    assert "training_config.num_epochs" in exc.value.fix
+    assert "Did you mean `num_epochs`?" in exc.value.fix and "batch_size_per_gpu" in exc.value.message
+    with pytest.raises(HackathonError) as exc:  # a field of another block: where it belongs
+        tao_spec.experiment_spec("yolo_v3", ["training_config.nlayers=34"])
+    assert "Override yolov3_config.nlayers instead." == exc.value.fix
+    # a field TAO knows but the template leaves out needs no `+` any more
+    spec = tao_spec.experiment_spec("yolo_v3", ["eval_config.visualize_pr_curve=true"])
+    assert "visualize_pr_curve: true" in tao_spec.check(_filled_from(spec), "yolo_v3")[0]
     with pytest.raises(HackathonError):
         tao_spec.experiment_spec("retinanet")
 
