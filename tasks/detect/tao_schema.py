@@ -108,23 +108,27 @@ class Problem:
         return f"line {self.line}: {self.field}: {self.text}\n    fix: {self.fix}"
 
 
-def explain_unknown(kind: str, key: str, path: str, name: str) -> tuple[str, str]:
-    """(what is wrong, the fix) for a field `name` that message `key` (at dotted `path`) does not have."""
+def explain_unknown(kind: str, key: str, path: str, name: str, line: int | None = None,
+                    is_block: bool = False) -> tuple[str, str]:
+    """(what is wrong, the fix) for a field `name` that message `key` (at dotted `path`) does not have;
+    the fix names spec line `line`, or (line None) the `key=value` override that set it."""
     allowed = sorted(MESSAGES[key][1])
     close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.75)
     block = path or f"the top level of the {kind} spec"
     text = f"{message_name(key)} has no field `{name}`; fields of {block}: {', '.join(allowed)}."
     elsewhere = where_allowed(ROOTS[kind], name)
     if close:
-        fix = f"Did you mean `{close[0]}`? Rename it."
+        fix = f"Did you mean `{close[0]}`? " + (f"Rename it (line {line})." if line else "Rename it in the override.")
     elif elsewhere:
         text = f"wrong nesting: {text}"
-        fix = f"Move it to {' or '.join(elsewhere)} (it sits in {block})."
+        fix = (f"Move it to {' or '.join(elsewhere)} (line {line} sits in {block})." if line
+               else f"Override {' or '.join(elsewhere)} instead.")
     else:
         owners = other_messages_with(name, reachable(ROOTS[kind]))
         if owners:
             text += f" `{name}` exists only in {', '.join(owners)}, which the {kind} spec does not use."
-        fix = f"Remove it, or use one of the fields of {block} listed above."
+        drop = (f"Delete line {line}" + (" (and its block)" if is_block else "")) if line else "Drop that override"
+        fix = f"{drop}, or use one of the fields of {block} listed above."
     if (kind, name) in HINTS:
         fix += " " + HINTS[(kind, name)]
     return text, fix
@@ -139,9 +143,6 @@ def field_at(kind: str, dotted: str, origin: str = "override") -> FieldType:
         ftype = fields_of(key).get(part)
         if ftype is None:
             text, fix = explain_unknown(kind, key, path, part)
-            fix = fix.replace("Rename it.", "Rename it in the override.").replace("Remove it,", "Drop that override,")
-            if fix.startswith("Move it to"):
-                fix = "Override " + fix[len("Move it to "):].split(" (it sits in")[0] + " instead."
             raise HackathonError(f"{origin}: {dotted!r}: {text}", fix=fix)
         if i == len(parts) - 1 or ftype.label == "map":  # a map's keys are data, not fields
             return ftype
@@ -193,10 +194,8 @@ class _Checker:
             self.value(e, ftype, dotted)
 
     def unknown(self, e: prototext.Entry, key: str, path: str, dotted: str) -> None:
-        text, fix = explain_unknown(self.kind, key, path, e.name)
-        if fix.startswith("Remove it"):
-            fix = f"Delete line {e.line}" + (" (and its block)" if e.kind == "message" else "") + fix[len("Remove it"):]
-        self.add(e, dotted, text, fix.replace("Rename it.", f"Rename it (line {e.line})."))
+        text, fix = explain_unknown(self.kind, key, path, e.name, line=e.line, is_block=e.kind == "message")
+        self.add(e, dotted, text, fix)
 
     def value(self, e: prototext.Entry, ftype: FieldType, dotted: str) -> None:
         if ftype.kind == "message":  # a nested message or a map entry
