@@ -11,6 +11,7 @@ import pytest
 
 from hackathon.errors import HackathonError
 from hackathon.runner import run_task
+from tasks.detect.tao_schema import check_text
 
 pytestmark = pytest.mark.docker
 TAO_STAGES = ("tao_convert", "tao_train", "tao_evaluate", "tao_inference", "tao_score", "tao_export", "tao_engine")
@@ -34,6 +35,12 @@ def test_run_detect_backend_tao_end_to_end(tmp_path, standin_image, network):
     assert labels and len(labels[0].read_text().split("\n")[0].split()) == 16
     spec = (run / "tao" / "specs" / "experiment.txt").read_text()
     assert ("yolov3_config {" if network == "yolo_v3" else "ssd_config {") in spec
+    assert check_text(spec, network) == [] and check_text((run / "tao" / "specs" / "convert.txt").read_text(),
+                                                          "dataset_convert") == []
+    # ssd dataset_convert writes only STARTED (as TAO 5 does), yolo_v3's wrapper adds SUCCESS: both are done
+    convert_statuses = [json.loads(line)["status"] for line in
+                        (run / "tao" / "results" / "convert" / "status.json").read_text().splitlines()]
+    assert convert_statuses == (["STARTED"] if network == "ssd" else ["STARTED", "SUCCESS"])
     assert '/workspace/tao-experiments/export/kitti/val/labels' in spec
     if network == "yolo_v3":
         assert "big_anchor_shape: \"[(" in spec and meta["stages"]["tao_train"]["anchors_mean_iou"] > 0.5
