@@ -40,6 +40,7 @@ torch/Lightning are imported inside the functions: importing this module is chea
 from __future__ import annotations
 
 import re
+import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class FitResult:
     seconds: float  # wall time of the fit calls in this process (excludes earlier attempts killed)
     resumed_from: dict | None = None
     attempts: list[dict] = field(default_factory=list)
+    cut_by_time: bool = False  # the trainer.max_time safety stopped it before its step/epoch budget
 
 
 # ---------------------------------------------------------------- checkpoint folder housekeeping
@@ -292,10 +294,35 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
     result = FitResult(model=model, trainer=trainer, checkpoint_dir=ckpt_dir,
                        last_checkpoint=last if last.exists() else None, best_checkpoint=best, best_score=best_score,
                        batch_size=attempts[-1]["batch_size"], seconds=seconds,
-                       resumed_from=state.get("resumed_from"), attempts=attempts)
+                       resumed_from=state.get("resumed_from"), attempts=attempts,
+                       cut_by_time=stopped_by_time_limit(trainer))
     ctx.record(checkpoint_dir=str(ckpt_dir), best_checkpoint=str(best) if best else None, best_score=best_score,
-               fit_attempts=attempts)
+               fit_attempts=attempts, cut_by_time=result.cut_by_time)
+    if result.cut_by_time:
+        warning = (f"WARNING: {name} training was CUT SHORT by the wall-clock safety trainer.max_time "
+                   f"after {trainer.global_step} steps / {trainer.current_epoch} epochs (budget: max_steps "
+                   f"{trainer.max_steps}, max_epochs {trainer.max_epochs}); this model is not the reproducible one.")
+        log.warning(warning)
+        print(warning, file=sys.stderr, flush=True)
     return result
+
+
+def stopped_by_time_limit(trainer) -> bool:
+    """True when Lightning's `max_time` Timer ended the fit before max_steps / max_epochs were reached.
+
+    Budgets are steps/epochs (same command + seed = same model); max_time is only a safety, and a fit it cut
+    short must say so (the caller records it in metrics.json).
+    """
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+    remaining = timer.time_remaining() if timer is not None else None
+    if remaining is None or remaining > 0:
+        return False
+    steps_left = trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step < trainer.max_steps
+    epochs_left = trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch < trainer.max_epochs
+    unbounded = (trainer.max_steps is None or trainer.max_steps < 0) and (trainer.max_epochs is None or trainer.max_epochs < 0)
+    return steps_left or epochs_left or unbounded
 
 
 def _leave_process_group() -> None:

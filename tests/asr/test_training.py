@@ -103,3 +103,17 @@ def test_cuda_oom_halves_batch_and_resumes_from_last_checkpoint(tmp_path):
     assert entry["batch_size"] == 8 and result.batch_size == 8
     assert result.resumed_from["epochs_done"] == 1  # epoch 0 kept, not redone
     assert result.trainer.current_epoch == 3
+
+
+def test_time_safety_cut_is_reported_and_a_step_budget_is_not(tmp_path, capsys):
+    """max_time is only a safety: when it ends a fit before its step budget, the result and meta say so."""
+    ctx = make_ctx(tmp_path / "cut", resuming=False)
+    cut = fit_resumable(ctx, lambda trainer, bs: Toy(bs), {"max_steps": 10**7, "max_epochs": -1, "max_time": {"seconds": 1},
+                                                        "enable_progress_bar": False}, batch_size=16)
+    assert cut.cut_by_time and 0 < cut.trainer.global_step < 10**7
+    assert ctx.meta["stages"]["train"]["cut_by_time"] is True
+    assert "CUT SHORT" in capsys.readouterr().err
+    ctx = make_ctx(tmp_path / "budget", resuming=False)
+    done = fit_resumable(ctx, lambda trainer, bs: Toy(bs), {"max_steps": 6, "max_epochs": -1, "max_time": "00:01:00:00",
+                                                         "enable_progress_bar": False}, batch_size=16)
+    assert not done.cut_by_time and done.trainer.global_step == 6

@@ -65,3 +65,41 @@ def test_unmappable_characters_are_named_not_dropped(tokenizer):
     with pytest.raises(HackathonError) as err:
         check_text("您好3号楼☺", tokenizer, "line 7")
     assert "line 7" in err.value.message and "'3'" in err.value.message and "'☺'" in err.value.message
+
+
+@pytest.mark.parametrize("text,spoken", [
+    ("3号楼2单元", "三号楼二单元"),
+    ("2026年11月29日", "二零二六年十一月二十九日"),
+    ("下午3点", "下午三点"),
+    ("A座", "诶座"),
+    ("2026-11-29 8:05", "二零二六年十一月二十九日 八点零五分"),
+    ("2栋1单元，电话13812345678", "二栋一单元，电话一三八一二三四五六七八"),
+    ("体温36.5℃，湿度50%", "体温三十六点五摄氏度，湿度百分之五十"),
+])
+def test_normaliser_reads_numbers_dates_times_letters(tokenizer, text, spoken):
+    from tasks.tts.g2p import check_text, phonemes_of
+    from tasks.tts.normalize import normalize_text
+
+    assert normalize_text(text) == spoken
+    check_text(spoken, tokenizer, "test")  # maps fully: no refusal
+    assert sum(1 for p in phonemes_of(spoken, tokenizer) if p.startswith("#")) == sum(
+        1 for ch in spoken if "\u4e00" <= ch <= "\u9fff")
+
+
+def test_every_latin_letter_reads_as_mapped_hanzi(tokenizer):
+    from tasks.tts.g2p import unmapped_characters
+    from tasks.tts.normalize import LETTER_READINGS, normalize_text
+
+    assert len(LETTER_READINGS) == 26
+    spoken = normalize_text("Tony王 abcdefghijklmnopqrstuvwxyz")
+    assert not any(ch.isascii() and ch.isalpha() for ch in spoken)
+    assert unmapped_characters(spoken, tokenizer) == []
+
+
+def test_still_unmappable_after_normalising_is_refused_by_name(tokenizer):
+    from tasks.tts.g2p import check_text
+    from tasks.tts.normalize import normalize_text
+
+    with pytest.raises(HackathonError) as err:
+        check_text(normalize_text("3号楼☺"), tokenizer, "line 2")
+    assert "'☺'" in err.value.message and "line 2" in err.value.message

@@ -6,6 +6,7 @@ Run under `flock /tmp/hackathon-train.lock` like every training test (see the br
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -17,25 +18,14 @@ from pathlib import Path
 import pytest
 
 from data_tools.audio import read_audio
-from data_tools.manifest import ManifestEntry, write_manifest
-
-TEMPLATE = "{greeting}，{name}，欢迎回家，二维码有效请您通过。"
-SPLIT_NAMES = {"train": ["张伟", "王芳", "李娜", "刘洋", "陈静", "杨帆"], "val": ["赵磊"], "test": ["黄丽", "周杰"]}
+from tests.tts.conftest import TEMPLATE, TINY_FASTPITCH
 
 # Tiny everything: the point is the mechanics (resume, stages, files), not the quality.
 OVERRIDES = [
-    "fastpitch.model_overrides.model.symbols_embedding_dim=32",
-    "fastpitch.model_overrides.model.input_fft.n_layer=1",
-    "fastpitch.model_overrides.model.output_fft.n_layer=1",
-    "fastpitch.model_overrides.model.input_fft.d_inner=64",
-    "fastpitch.model_overrides.model.output_fft.d_inner=64",
-    "fastpitch.model_overrides.model.duration_predictor.filter_size=32",
-    "fastpitch.model_overrides.model.pitch_predictor.filter_size=32",
-    "fastpitch.batch_size=4",
+    *TINY_FASTPITCH,
     "fastpitch.trainer.max_epochs=8",
     "fastpitch.trainer.max_time=null",
     "fastpitch.trainer.check_val_every_n_epoch=4",
-    "sup_data.pitch_fmax=600",
     "hifigan.enabled=true",
     "hifigan.batch_size=2",
     "hifigan.pretrain_steps=1",
@@ -44,24 +34,6 @@ OVERRIDES = [
     "griffin_lim.n_iter=8",
     "evaluate.asr_overrides=[trainer.max_epochs=1,export.onnx=false,data.batch_size=4]",
 ]
-
-
-def espeak(path: Path, text: str) -> ManifestEntry:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["espeak-ng", "-v", "cmn-latn-pinyin+f2", "-s", "170", "-w", str(path), text],
-                   check=True, capture_output=True)
-    audio, sr = read_audio(path)
-    return ManifestEntry(str(path), len(audio) / sr, text)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tts_corpus")
-    for split, names in SPLIT_NAMES.items():
-        entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))
-                   for i, n in enumerate(names)]
-        write_manifest(root / f"{split}_manifest.json", entries)
-    return root
 
 
 def hackathon(*args: str) -> list[str]:
@@ -117,16 +89,31 @@ def test_kill_during_fastpitch_then_same_command_resumes_and_speaks(corpus, tmp_
         audio, sr = read_audio(out)
         assert sr == 44100 and len(audio) / sr > 0.5 and abs(audio).max() > 0.1
 
-    # Batch: a bad line is reported by its line number, the others are still spoken.
+    # Batch: a bad line is reported by its line number, the others are still spoken (digits are normalised).
     lines = tmp_path / "lines.txt"
-    lines.write_text("您好，欧阳娜娜，欢迎回家。\n\n请到3号门。\n上午好，司马光。\n", encoding="utf-8")
+    lines.write_text("您好，欧阳娜娜，欢迎回家。\n\n请到3号门☺。\n上午好，司马光，请到3号楼2单元。\n", encoding="utf-8")
     batch = subprocess.run(hackathon("tts", "synthesize", "--file", str(lines), "-o", str(tmp_path / "batch"),
                                      "--model", str(run_dir)), capture_output=True, text=True, timeout=300)
     assert batch.returncode == 0, batch.stderr[-2000:]
     report = json.loads((tmp_path / "batch" / "synthesis_report.json").read_text())
     assert [w["line"] for w in report["written"]] == [1, 4] and [f["line"] for f in report["failed"]] == [3]
+    assert "'☺'" in report["failed"][0]["error"]
     assert sorted(p.name for p in (tmp_path / "batch").glob("*.wav")) == ["0001.wav", "0004.wav"]
 
-    refused = subprocess.run(hackathon("tts", "synthesize", "您好，3号楼", "-o", str(tmp_path / "x.wav"), "--model",
+    # Greeting set: one name per line into the template, greeting forced, index.csv beside the wavs.
+    names = tmp_path / "names.txt"
+    names.write_text("王芳\nTony王\n☺\n", encoding="utf-8")
+    greet = subprocess.run(hackathon("tts", "synthesize", "--file", str(names), "-o", str(tmp_path / "greet"),
+                                     "--template", TEMPLATE, "--greeting", "晚上好", "--model", str(run_dir)),
+                           capture_output=True, text=True, timeout=300)
+    assert greet.returncode == 0, greet.stderr[-2000:]
+    with open(tmp_path / "greet" / "index.csv", encoding="utf-8") as f:
+        index = list(csv.DictReader(f))
+    assert [(r["line"], r["status"], r["wav"]) for r in index] == [("1", "ok", "0001.wav"), ("2", "ok", "0002.wav"),
+                                                                  ("3", "failed", "")]
+    assert index[0]["text"] == "晚上好，王芳，欢迎回家，二维码有效请您通过。" and index[1]["name"] == "Tony王"
+    assert all((tmp_path / "greet" / r["wav"]).is_file() for r in index if r["wav"])
+
+    refused = subprocess.run(hackathon("tts", "synthesize", "您好，☺号楼", "-o", str(tmp_path / "x.wav"), "--model",
                                        str(run_dir)), capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "'3'" in refused.stderr and not (tmp_path / "x.wav").exists()
+    assert refused.returncode != 0 and "'☺'" in refused.stderr and not (tmp_path / "x.wav").exists()
