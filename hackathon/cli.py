@@ -449,16 +449,20 @@ def asr_export(
 @friendly_errors
 def tts_synthesize(
     text: Optional[str] = typer.Argument(None, help='The sentence, e.g. "您好，张三，欢迎回家，二维码有效请您通过。"'),
-    out: Path = typer.Option(..., "-o", "--out", help="Output .wav (with --file: an output folder)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output .wav (with --file: an output folder)."),
     model: Optional[Path] = typer.Option(None, "--model", help="A `hackathon run tts` run dir (default: the newest)."),
     text_file: Optional[Path] = typer.Option(None, "--file", help="UTF-8 text file, one sentence per line."),
     rate: Optional[int] = typer.Option(None, "--rate", help="Output sample rate, e.g. 44100 (default: the spec's)."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="griffin_lim or hifigan (default: the run's)."),
+    template: Optional[str] = typer.Option(None, "--template", help='Lines are names: "{greeting}，{name}，欢迎回家。"'),
+    greeting: Optional[str] = typer.Option(None, "--greeting", help="{greeting} of --template (default: by time of day)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the normalised text and phonemes; no model needed."),
 ):
     """Speak a sentence (or every line of --file) with a trained FastPitch + vocoder."""
     from tasks.tts.synthesize import synthesize_cli
 
-    for line in synthesize_cli(text, out, model=model, text_file=text_file, rate=rate, vocoder=vocoder):
+    for line in synthesize_cli(text, out, model=model, text_file=text_file, rate=rate, vocoder=vocoder,
+                               template=template, greeting=greeting, dry=dry_run):
         console.print(line, highlight=False)
 
 

@@ -164,8 +164,8 @@ def check_text(text: str, tokenizer, where: str) -> None:
     if problems:
         raise HackathonError(f"{where}: {len(problems)} character(s) of {text!r} have no phonemes: "
                              f"{describe_unmapped(problems)}",
-                             fix="Rewrite those characters (numbers and symbols in Chinese characters), "
-                                 "or use a spec whose data contains them.")
+                             fix="Rewrite those characters in Chinese characters (numbers, dates, times, units and "
+                                 "Latin letters are normalised already), or use a spec whose data contains them.")
 
 
 def phonemes_of(text: str, tokenizer) -> list[str]:
@@ -177,11 +177,14 @@ def phonemes_of(text: str, tokenizer) -> list[str]:
 def g2p_stage(ctx) -> None:
     """Write the dictionary, check every transcript, write manifests without the clips that cannot map.
 
+    Transcripts are normalised first (tasks/tts/normalize.py); the result is the manifests' `normalized_text`,
+    which NeMo's TTSDataset tokenizes instead of `text` (kept as written, for ASR-CER).
     Output: g2p/pinyin_dict.txt, g2p/{train,val,test}.json (clips whose text maps fully, with the phoneme
     string added for inspection) and g2p/report.json listing each excluded clip and character.
     """
     from data_tools.manifest import read_manifest
     from hackathon.atomic import atomic_write_jsonl
+    from tasks.tts.normalize import normalize_text
 
     dict_path = write_pinyin_dict(ctx.path("g2p", "pinyin_dict.txt"))
     tokenizer = make_tokenizer(dict_path, ctx.cfg.g2p)
@@ -190,14 +193,16 @@ def g2p_stage(ctx) -> None:
     for split in ("train", "val", "test"):
         kept = []
         for row in (e.to_dict() for e in read_manifest(ctx.path("data", f"{split}.json"))):
-            problems = unmapped_characters(row["text"], tokenizer)
+            spoken = normalize_text(row["text"])  # "3号楼" -> "三号楼": what FastPitch reads (normalized_text)
+            problems = unmapped_characters(spoken, tokenizer)
             if problems:
                 report["excluded"].append({"split": split, "audio_filepath": row["audio_filepath"],
-                                           "text": row["text"], "problems": describe_unmapped(problems)})
+                                           "text": row["text"], "normalized_text": spoken,
+                                           "problems": describe_unmapped(problems)})
                 for p in problems:
                     report["unmapped_characters"][p.char] = p.reason
                 continue
-            kept.append({**row, "phonemes": " ".join(phonemes_of(row["text"], tokenizer))})
+            kept.append({**row, "normalized_text": spoken, "phonemes": " ".join(phonemes_of(spoken, tokenizer))})
         if split == "train" and not kept:
             atomic_write_json(ctx.path("g2p", "report.json"), report)
             raise HackathonError("No training clip has a transcript that maps fully to phonemes "

@@ -69,9 +69,12 @@ class Synthesizer:
         return spec[0].cpu().numpy()
 
     def speak(self, text: str, where: str = "text", pace: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-        """(waveform at self.sample_rate, predicted mel)."""
-        self.check(text, where)
-        mel = self.mel_of_text(text, pace)
+        """(waveform at self.sample_rate, predicted mel). Numbers, dates, letters are normalised first."""
+        from tasks.tts.normalize import normalize_text
+
+        spoken = normalize_text(text)
+        self.check(spoken, where if spoken == text else f"{where} (normalised from {text!r})")
+        mel = self.mel_of_text(spoken, pace)
         return self.vocoder(mel), mel
 
 
@@ -159,37 +162,135 @@ def _write_output(path: Path, audio: np.ndarray, sr: int, rate: int) -> Path:
     return write_wav(path, np.clip(audio, -1.0, 1.0), rate)
 
 
-def synthesize_cli(text: str | None, out: Path, model: Path | None = None, text_file: Path | None = None,
-                   rate: int | None = None, vocoder: str | None = None) -> list[str]:
+GREETINGS_BY_HOUR = ((5, 11, "上午好"), (11, 13, "中午好"), (13, 18, "下午好"))  # [from, to) hours; else 晚上好
+EVENING = "晚上好"
+TEMPLATE_FIELDS = {"greeting", "name"}
+
+
+def greeting_for(now=None) -> str:
+    """上午好 5-11 h, 中午好 11-13 h, 下午好 13-18 h, 晚上好 otherwise (local time)."""
+    import datetime as dt
+
+    hour = (now or dt.datetime.now()).hour
+    return next((g for lo, hi, g in GREETINGS_BY_HOUR if lo <= hour < hi), EVENING)
+
+
+def fill_template(template: str, name: str, greeting: str) -> str:
+    """`template` with {greeting} and {name} filled in; any other {field} is an error naming it."""
+    import string
+
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise HackathonError(f"--template {template!r}: {exc}", fix="Use {greeting} and {name}; write {{ for a brace.") from exc
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown or "name" not in fields:
+        raise HackathonError(f"--template {template!r}: " + (f"unknown field(s) {sorted(unknown)}" if unknown else "no {name}"),
+                             fix='e.g. --template "{greeting}，{name}，欢迎回家，二维码有效请您通过。"')
+    return template.format(greeting=greeting, name=name)
+
+
+def dry_run(text: str, model: Path | None = None) -> list[str]:
+    """`tts synthesize --dry-run TEXT`: the normalised text and its phonemes, no model needed (with --model,
+    that run's dictionary and G2P settings; else the demo spec's, dictionary built on the fly)."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from tasks.tts.g2p import check_text, make_tokenizer, phonemes_of, write_pinyin_dict
+    from tasks.tts.normalize import normalize_text
+
+    spoken = normalize_text(text)
+    with tempfile.TemporaryDirectory(prefix="tts-dry-run-") as tmp:
+        if model is not None:
+            g2p_cfg = _run_config(Path(model)).g2p
+            dict_path = Path(model) / "g2p" / "pinyin_dict.txt"
+        else:
+            from hackathon.config import load_config
+
+            g2p_cfg, dict_path = load_config("tts").g2p, write_pinyin_dict(Path(tmp) / "pinyin_dict.txt")
+        tokenizer = make_tokenizer(dict_path, OmegaConf.create(OmegaConf.to_container(g2p_cfg)))
+        check_text(spoken, tokenizer, "the sentence" if spoken == text else f"the sentence (normalised from {text!r})")
+        phonemes = [p for p in phonemes_of(spoken, tokenizer) if p.strip()]
+    return [f"text:       {text}", f"normalised: {spoken}", f"phonemes:   {' '.join(phonemes)}"]
+
+
+def _run_config(run_dir: Path):
+    from omegaconf import OmegaConf
+
+    if not (run_dir / "config.yaml").is_file():
+        raise HackathonError(f"{run_dir} is not a TTS run directory (no config.yaml).",
+                             fix="Pass --model with a directory made by `hackathon run tts`.")
+    return OmegaConf.load(run_dir / "config.yaml")
+
+
+def _write_index_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    from hackathon.atomic import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["line", "name", "text", "wav", "status", "error"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def synthesize_cli(text: str | None, out: Path | None, model: Path | None = None, text_file: Path | None = None,
+                   rate: int | None = None, vocoder: str | None = None, template: str | None = None,
+                   greeting: str | None = None, dry: bool = False) -> list[str]:
     """`hackathon tts synthesize`. One sentence -> `out` (a .wav); --file -> `out` is a folder with one wav per
-    non-blank line (<line number>.wav: 0001.wav, ...) and synthesis_report.json listing the lines that could not
-    be spoken (the others are still written). Returns messages."""
+    non-blank line (<line number>.wav: 0001.wav, ...), index.csv (line, name, text, wav, status, error) and
+    synthesis_report.json listing the lines that could not be spoken (the others are still written).
+    --template: each line (or TEXT) is a name put into the template with {greeting} (--greeting, or by the
+    time of day). --dry-run: print the normalised text and phonemes only. Returns messages."""
     from hackathon.atomic import atomic_write_json
 
     if (text is None) == (text_file is None):
         raise HackathonError("Give either a sentence or --file (not both, not neither).",
                              fix='hackathon tts synthesize "您好，张三，欢迎回家。" -o out.wav')
+    greeting = greeting or greeting_for()
+    as_sentence = (lambda name: fill_template(template, name, greeting)) if template else (lambda line: line)
+    if dry:
+        if text is None:
+            raise HackathonError("--dry-run takes a sentence, not --file.", fix='hackathon tts synthesize --dry-run "3号楼"')
+        return dry_run(as_sentence(text), model)
+    if out is None:
+        raise HackathonError("No output given.", fix="Pass -o OUT.wav (with --file: -o OUT_DIR), or --dry-run.")
+    if template:
+        fill_template(template, "名字", greeting)  # a bad template fails before the model loads
     run_dir = Path(model) if model else newest_finished_run()
     synth = Synthesizer(run_dir, vocoder=vocoder)
-    rate = int(rate or synth.cfg.synthesize.output_rate)
+    rate = int(rate or synth.cfg.synthesize.output_rate or synth.sample_rate)
     if text is not None:
-        audio, _ = synth.speak(text, where="the sentence")
+        audio, _ = synth.speak(as_sentence(text), where="the sentence")
         path = _write_output(Path(out), audio, synth.sample_rate, rate)
-        return [f"wrote {path} ({len(audio) / synth.sample_rate:.2f} s, {rate} Hz, model {run_dir}, {synth.vocoder_kind})"]
+        how = "native" if rate == synth.sample_rate else f"resampled from the model's {synth.sample_rate} Hz"
+        return [f"wrote {path} ({len(audio) / synth.sample_rate:.2f} s, {rate} Hz {how}, model {run_dir}, "
+                f"{synth.vocoder_kind})"]
     out_dir = Path(out)
     if out_dir.suffix.lower() == ".wav":
         raise HackathonError(f"With --file, -o is a folder (got {out_dir}).", fix="Pass -o OUT_DIR.")
     lines = _read_text_file(Path(text_file))
-    report = {"model": str(run_dir), "vocoder": synth.vocoder_kind, "rate": rate, "written": [], "failed": []}
+    report = {"model": str(run_dir), "vocoder": synth.vocoder_kind, "rate": rate, "model_rate": synth.sample_rate,
+              "template": template, "greeting": greeting if template else None, "written": [], "failed": []}
+    index = []
     for i, line in lines:
         target = out_dir / f"{i:04d}.wav"  # named by line number in the file
+        sentence = as_sentence(line)
+        row = {"line": i, "name": line if template else "", "text": sentence, "wav": "", "status": "ok", "error": ""}
         try:
-            audio, _ = synth.speak(line, where=f"{text_file}:{i}")
+            audio, _ = synth.speak(sentence, where=f"{text_file}:{i}")
             _write_output(target, audio, synth.sample_rate, rate)
-            report["written"].append({"line": i, "text": line, "path": str(target)})
+            report["written"].append({"line": i, "text": sentence, "path": str(target)})
+            row["wav"] = target.name
         except HackathonError as exc:
-            report["failed"].append({"line": i, "text": line, "error": exc.message})
+            report["failed"].append({"line": i, "text": sentence, "error": exc.message})
+            row.update(status="failed", error=exc.message)
+        index.append(row)
     atomic_write_json(out_dir / "synthesis_report.json", report)
-    messages = [f"wrote {len(report['written'])} of {len(lines)} sentences to {out_dir} ({rate} Hz)"]
+    _write_index_csv(out_dir / "index.csv", index)
+    messages = [f"wrote {len(report['written'])} of {len(lines)} sentences to {out_dir} ({rate} Hz), index {out_dir / 'index.csv'}"]
     messages += [f"line {f['line']} skipped: {f['error']}" for f in report["failed"]]
     return messages
