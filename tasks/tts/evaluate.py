@@ -5,7 +5,7 @@ evaluate (stage): trains/reuses the ASR judge (tasks/tts/asr_judge.py), then sco
 be loaded into a training process. Per-clip scores go to eval/scores.jsonl.
 score (stage): averages them into metrics.json, draws target-vs-predicted mels, writes report_assets.json.
 
-Metrics (all on 16 kHz audio, as DNSMOS and wide-band PESQ require):
+Metrics (on resampled 16 kHz copies, as DNSMOS and wide-band PESQ require, except the band ratio):
 - dnsmos_ovrl/sig/bak: DNSMOS P.835 (speechmos) of the synthesis; dnsmos_ref_ovrl: of the recordings.
 - pesq_wb: wide-band PESQ of the synthesis against the held-out recording of the same sentence. Their
   lengths differ, so they are aligned first (evaluate.pesq_alignment, named in metrics.json as
@@ -13,6 +13,9 @@ Metrics (all on 16 kHz audio, as DNSMOS and wide-band PESQ require):
   `stretch` = trimmed, then the synthesis time-stretched (phase vocoder, pitch kept) to the reference length.
 - copy_*: the vocoder on the recording's ground-truth mel, scored the same way (no alignment needed):
   proves mel and vocoder settings match; it bounds what FastPitch can reach with this vocoder.
+- high_band_ratio_8k: energy share above 8 kHz of the synthesis relative to the recording's, at their native
+  rates (per clip in scores.jsonl, mean in metrics.json; copy_high_band_ratio_8k for copy-synthesis): what a
+  44.1 kHz listener hears and the 16 kHz metrics cannot (a resampled 22.05 kHz model is empty above 11 kHz).
 - asr_cer: CER of the judge on the synthesis (punctuation removed); asr_cer_fixed: on the characters outside
   the name; name_exact_rate: share of sentences whose name is recognised exactly; asr_cer_reference: the
   judge on the real recordings (its own error floor).
@@ -38,7 +41,9 @@ NAME_PATTERN = re.compile(r"^[^，,]+[，,](?P<name>[^，,。]+)[，,]")  # "<gr
 ALIGNMENTS = ("trim", "stretch")
 ASR_KEYS = ("asr_cer", "asr_cer_fixed", "name_exact_rate", "asr_reference_cer", "asr_reference_cer_fixed",
             "reference_name_exact_rate")
-STRETCH_TOLERANCE = 0.02  # below 2 % length difference the phase vocoder would only add artefacts
+STRETCH_TOLERANCE = 0.02
+HIGH_BAND_HZ = 8000.0  # energy above this is what 16 kHz metrics (DNSMOS, PESQ-WB) cannot hear
+MIN_REFERENCE_BAND = 1e-6  # below this share the reference has no high band (FFT leakage only): no ratio  # below 2 % length difference the phase vocoder would only add artefacts
 
 
 # ---------------------------------------------------------------- audio metrics
@@ -76,6 +81,25 @@ def align_lengths(reference16: np.ndarray, degraded16: np.ndarray, method: str) 
         deg = librosa.effects.time_stretch(deg, rate=len(deg) / len(ref))
     deg = deg[:len(ref)] if len(deg) >= len(ref) else np.pad(deg, (0, len(ref) - len(deg)))
     return ref, deg.astype(np.float32)
+
+
+def band_energy_fraction(audio: np.ndarray, sr: int, cutoff_hz: float = HIGH_BAND_HZ) -> float:
+    """Share of the clip's spectral energy above `cutoff_hz` (0 when the rate cannot carry it)."""
+    if sr / 2 <= cutoff_hz or audio.size == 0:
+        return 0.0
+    power = np.abs(np.fft.rfft(audio.astype(np.float64))) ** 2
+    freqs = np.fft.rfftfreq(audio.size, d=1.0 / sr)
+    total = float(power.sum())
+    return float(power[freqs > cutoff_hz].sum() / total) if total > 0 else 0.0
+
+
+def high_band_ratio(synth: np.ndarray, synth_sr: int, reference: np.ndarray, reference_sr: int,
+                    cutoff_hz: float = HIGH_BAND_HZ) -> float | None:
+    """Energy share above `cutoff_hz` of the synthesis relative to the reference's, each at its NATIVE rate:
+    1.0 = as bright as the recording, ~0 = the band the 44.1 kHz judges hear is empty (e.g. a resampled
+    22.05 kHz model has nothing above 11.025 kHz). None when the reference has no energy there."""
+    ref = band_energy_fraction(reference, reference_sr, cutoff_hz)
+    return round(band_energy_fraction(synth, synth_sr, cutoff_hz) / ref, 4) if ref > MIN_REFERENCE_BAND else None
 
 
 def pesq_wb(reference16: np.ndarray, degraded16: np.ndarray) -> float:
@@ -155,18 +179,22 @@ def score_clips(run_dir: Path, judge: Path | None, alignment: str) -> list[dict]
              if line.strip()]
     rows = []
     for item in index:
-        audio = {}
+        audio, native = {}, {}
         for kind, path in (("synth", run_dir / item["synth"]), ("copy", run_dir / item["copy"]),
                            ("ref", Path(item["reference"]))):
             samples, sr = read_audio(path)
-            audio[kind] = to_eval_rate(to_mono(samples), sr)
+            native[kind] = (to_mono(samples), sr)
+            audio[kind] = to_eval_rate(native[kind][0], sr)  # resampled copy for DNSMOS/PESQ (16 kHz only)
         ref_aligned, synth_aligned = align_lengths(audio["ref"], audio["synth"], alignment)
         n = min(len(audio["ref"]), len(audio["copy"]))
         rows.append({"id": item["id"], "text": item["text"],
                      "dnsmos": dnsmos(audio["synth"]), "copy_dnsmos": dnsmos(audio["copy"]),
                      "ref_dnsmos": dnsmos(audio["ref"]),
                      "pesq_wb": pesq_wb(ref_aligned, synth_aligned),
-                     "copy_pesq_wb": pesq_wb(audio["ref"][:n], audio["copy"][:n])})
+                     "copy_pesq_wb": pesq_wb(audio["ref"][:n], audio["copy"][:n]),
+                     "sample_rate": native["synth"][1],
+                     "high_band_ratio": high_band_ratio(*native["synth"], *native["ref"]),
+                     "copy_high_band_ratio": high_band_ratio(*native["copy"], *native["ref"])})
     if judge is not None:
         add_asr_scores(rows, index, run_dir, judge)
     atomic_write_jsonl(run_dir / "eval" / "scores.jsonl", rows)
@@ -231,6 +259,9 @@ def aggregate(rows: list[dict]) -> dict:
         "copy_dnsmos_ovrl": _mean(r["copy_dnsmos"]["ovrl"] for r in rows),
         "copy_pesq_wb": _mean(r["copy_pesq_wb"] for r in rows),
         "dnsmos_ref_ovrl": _mean(r["ref_dnsmos"]["ovrl"] for r in rows),
+        "high_band_ratio_8k": _mean(r.get("high_band_ratio") for r in rows),
+        "copy_high_band_ratio_8k": _mean(r.get("copy_high_band_ratio") for r in rows),
+        "synth_sample_rate": rows[0].get("sample_rate") if rows else None,
         "n_sentences": len(rows),
     }
     for key, prefix in (("asr", "asr"), ("asr_reference", "asr_reference")):
@@ -304,7 +335,7 @@ def score_stage(ctx) -> None:
 def _table_row(row: dict) -> dict:
     out = {"id": row["id"], "text": row["text"], "dnsmos_ovrl": round(row["dnsmos"]["ovrl"], 2),
            "pesq_wb": round(row["pesq_wb"], 2), "copy_dnsmos_ovrl": round(row["copy_dnsmos"]["ovrl"], 2),
-           "copy_pesq_wb": round(row["copy_pesq_wb"], 2)}
+           "copy_pesq_wb": round(row["copy_pesq_wb"], 2), "high_band_ratio_8k": row.get("high_band_ratio")}
     if "asr" in row:
         out.update(asr_heard=row["asr"]["hyp"], asr_errors=row["asr"]["errors"],
                    name_exact=row["asr"].get("name_exact"))

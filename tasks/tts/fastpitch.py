@@ -16,8 +16,9 @@ NEMO_NAME = "fastpitch.nemo"
 def fastpitch_config(ctx):
     """The resolved NeMo FastPitch config for this run: spec + model yaml + run files."""
     from tasks.tts.g2p import g2p_config
-    from tasks.tts.model_config import load_model_config
+    from tasks.tts.model_config import check_sample_rates, load_model_config
 
+    check_sample_rates(ctx.cfg)
     section = ctx.cfg.fastpitch
     stats = json.loads(ctx.path("sup_data", "pitch_stats.json").read_text())
     dict_path = ctx.path("g2p", "pinyin_dict.txt")

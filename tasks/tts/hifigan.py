@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.errors import HackathonError
 
 NEMO_NAME = "hifigan.nemo"
 
@@ -42,18 +41,14 @@ def hifigan_config(ctx, phase: str, steps: int):
 
 
 def _check_matches_fastpitch(ctx, cfg) -> None:
-    """A vocoder trained on other mels than FastPitch makes would only produce noise: refuse early."""
+    """A vocoder trained on other mels than the trained FastPitch makes would only produce noise: refuse early."""
     from omegaconf import OmegaConf
 
-    fp = OmegaConf.load(ctx.path("models", "fastpitch_config.yaml"))
-    pairs = {"sample_rate": (fp.sample_rate, cfg.sample_rate), "n_mel_channels": (fp.n_mel_channels, cfg.n_mel_channels),
-             "n_fft": (fp.n_fft, cfg.n_fft), "n_window_stride": (fp.n_window_stride, cfg.n_window_stride),
-             "n_window_size": (fp.n_window_size, cfg.n_window_size), "highfreq": (fp.highfreq, cfg.highfreq),
-             "lowfreq": (fp.lowfreq, cfg.lowfreq)}
-    bad = {k: v for k, v in pairs.items() if v[0] != v[1]}
-    if bad:
-        raise HackathonError(f"HiFiGAN mel settings differ from FastPitch's: {bad} (fastpitch, hifigan).",
-                             fix="Make specs/tts/models/hifigan.yaml match models/fastpitch.yaml (or the overrides).")
+    from tasks.tts.model_config import check_vocoder_mels, mel_settings
+
+    fastpitch = OmegaConf.load(ctx.path("models", "fastpitch_config.yaml"))
+    check_vocoder_mels(mel_settings(fastpitch), cfg, f"HiFiGAN config {ctx.cfg.hifigan.model_config}",
+                       "the trained FastPitch (models/fastpitch_config.yaml)")
 
 
 def _trainer_cfg(ctx, steps: int) -> dict:

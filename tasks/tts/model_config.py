@@ -33,3 +33,77 @@ def load_model_config(section, filled: dict):
                              fix="These are set by the pipeline; run the stages before this one.")
     OmegaConf.resolve(cfg)
     return cfg
+
+
+# ---------------------------------------------------------------- sample rate / mel consistency
+
+# The fields that define a mel spectrogram: FastPitch's output and HiFiGAN's input must agree on all of them.
+MEL_KEYS = ("sample_rate", "n_mel_channels", "n_fft", "n_window_size", "n_window_stride", "lowfreq", "highfreq")
+
+
+def supported_rates() -> list[int]:
+    """Sample rates with a FastPitch and a HiFiGAN config in specs/tts/models/ (<model>_<rate>.yaml)."""
+    models = SPECS_DIR / "tts" / "models"
+    rates = {int(p.stem.split("_")[-1]) for p in models.glob("fastpitch_*.yaml") if p.stem.split("_")[-1].isdigit()}
+    return sorted(r for r in rates if (models / f"hifigan_{r}.yaml").is_file())
+
+
+def spec_model_config(section):
+    """A spec section's model config with its model_overrides, ??? fields left unfilled (no run files needed)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(OmegaConf.load(model_config_path(section)), section.get("model_overrides") or {})
+
+
+def mel_settings(model_cfg) -> dict:
+    """The MEL_KEYS of a FastPitch/HiFiGAN config (top-level fields of both)."""
+    return {k: model_cfg.get(k) for k in MEL_KEYS}
+
+
+def upsample_product(hifigan_cfg) -> int:
+    product = 1
+    for rate in hifigan_cfg.model.generator.upsample_rates:
+        product *= int(rate)
+    return product
+
+
+def check_vocoder_mels(fastpitch_mels: dict, hifigan_cfg, hifigan_what: str, fastpitch_what: str) -> None:
+    """HiFiGAN must read exactly FastPitch's mels and upsample one frame to one hop; else it only makes noise."""
+    hifigan_mels = mel_settings(hifigan_cfg)
+    bad = {k: (fastpitch_mels[k], hifigan_mels[k]) for k in MEL_KEYS if fastpitch_mels[k] != hifigan_mels[k]}
+    if bad:
+        rate = fastpitch_mels["sample_rate"]
+        raise HackathonError(f"{hifigan_what} does not match {fastpitch_what}: {bad} (fastpitch, hifigan).",
+                             fix=f"Use a HiFiGAN made for these mels: hifigan.model_config=models/hifigan_{rate}.yaml "
+                                 "(the default follows data.sample_rate) with the same n_mel_channels override, or "
+                                 "vocoder=griffin_lim.")
+    product, hop = upsample_product(hifigan_cfg), int(hifigan_mels["n_window_stride"])
+    if product != hop:
+        raise HackathonError(f"{hifigan_what}: generator upsample_rates multiply to {product}, the mel hop is {hop}.",
+                             fix="Make the product of model.generator.upsample_rates equal n_window_stride "
+                                 "(256 at 22.05 kHz, 512 at 44.1 kHz).")
+
+
+def check_sample_rates(cfg) -> dict:
+    """Refuse, before any work, a spec whose data, FastPitch config and HiFiGAN config disagree.
+
+    Returns FastPitch's mel settings (what pitch extraction and Griffin-Lim follow)."""
+    rate = int(cfg.data.sample_rate)
+    rates = supported_rates()
+    if rate not in rates:
+        raise HackathonError(f"data.sample_rate={rate}: no TTS model configs for this rate (have {rates}).",
+                             fix=f"Set data.sample_rate to one of {rates} (44100 for the competition).")
+    fastpitch_path = model_config_path(cfg.fastpitch)
+    fastpitch = mel_settings(spec_model_config(cfg.fastpitch))
+    if int(fastpitch["sample_rate"]) != rate:
+        raise HackathonError(f"data.sample_rate is {rate} Hz but the FastPitch config {fastpitch_path.name} works at "
+                             f"{fastpitch['sample_rate']} Hz.",
+                             fix=f"Use fastpitch.model_config=models/fastpitch_{rate}.yaml (the default follows "
+                                 f"data.sample_rate), or set data.sample_rate={fastpitch['sample_rate']}.")
+    if cfg.vocoder == "hifigan" and not cfg.hifigan.enabled:
+        raise HackathonError("vocoder=hifigan but hifigan.enabled is false: no vocoder would be trained.",
+                             fix="Set hifigan.enabled=true, or vocoder=griffin_lim.")
+    if cfg.hifigan.enabled:
+        check_vocoder_mels(fastpitch, spec_model_config(cfg.hifigan),
+                           f"HiFiGAN config {model_config_path(cfg.hifigan).name}", f"FastPitch config {fastpitch_path.name}")
+    return fastpitch

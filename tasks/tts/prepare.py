@@ -1,4 +1,4 @@
-"""prepare: recordings -> clean 22.05 kHz clips -> phrase-split training samples -> data/{train,val,test}.json.
+"""prepare: recordings -> clean clips at data.sample_rate (22.05 or 44.1 kHz) -> phrase-split training samples -> data/{train,val,test}.json.
 
 Source (`data.source`):
 - null: the generated one-voice demo speech (data_tools.speech_synth; test/val names never occur in train);
@@ -62,7 +62,9 @@ def prepared_splits(ctx) -> dict[str, Path]:
 def prepare_stage(ctx) -> None:
     from data_tools.manifest import read_manifest, write_manifest
     from hackathon.fingerprint import combine, path_fingerprint
+    from tasks.tts.model_config import check_sample_rates
 
+    check_sample_rates(ctx.cfg)  # data / FastPitch / HiFiGAN rates and mels agree, before any work
     splits = prepared_splits(ctx)
     counts, left_whole = {}, 0
     for split in SPLITS:

@@ -33,9 +33,14 @@ def default_cache_dir() -> Path:
 
 
 def pitch_settings(cfg) -> dict:
-    """Everything a pitch track depends on besides the audio bytes."""
+    """Everything a pitch track depends on besides the audio bytes. The pyin frame is FastPitch's STFT window
+    (1024 at 22.05 kHz, 2048 at 44.1 kHz), as in NeMo's TTSDataset, so its hop (frame / 4) is the mel hop."""
+    from tasks.tts.model_config import check_sample_rates
+
+    mels = check_sample_rates(cfg)
     return {"sample_rate": int(cfg.data.sample_rate), "fmin": float(cfg.sup_data.pitch_fmin),
-            "fmax": float(cfg.sup_data.pitch_fmax), "frame_length": 1024, "algo": "librosa.pyin/nemo-v1"}
+            "fmax": float(cfg.sup_data.pitch_fmax), "frame_length": int(mels["n_window_size"]),
+            "algo": "librosa.pyin/nemo-v1"}
 
 
 def pitch_cache_key(audio_path: str | Path, settings: dict) -> str:

@@ -40,6 +40,10 @@ class Synthesizer:
                                  fix="Use vocoder=griffin_lim, or run with hifigan.enabled=true.")
         self.model = load_fastpitch(self.run_dir)
         self.mel = MelSettings.from_fastpitch(self.model)
+        if self.mel.sample_rate != int(self.cfg.data.sample_rate):
+            raise HackathonError(f"{self.run_dir}: FastPitch works at {self.mel.sample_rate} Hz, the run's data at "
+                                 f"{self.cfg.data.sample_rate} Hz.",
+                                 fix="Re-run `hackathon run tts` with this config (fastpitch re-trains).")
         self.vocoder = load_vocoder(self.run_dir, self.vocoder_kind, self.mel, self.cfg.griffin_lim)
 
     @property

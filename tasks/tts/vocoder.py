@@ -106,5 +106,24 @@ def load_vocoder(run_dir: str | Path, kind: str, mel: MelSettings, griffin_lim_c
     if kind != "hifigan":
         return Vocoder(kind, mel, griffin_lim_cfg)
     from tasks.tts.hifigan import load_hifigan
+    from tasks.tts.model_config import check_vocoder_mels
 
-    return Vocoder(kind, mel, griffin_lim_cfg, hifigan_model=load_hifigan(run_dir))
+    hifigan = load_hifigan(run_dir)
+    fastpitch_mels = {"sample_rate": mel.sample_rate, "n_mel_channels": mel.n_mels, "n_fft": mel.n_fft,
+                      "n_window_size": mel.win_length, "n_window_stride": mel.hop_length, "lowfreq": mel.fmin,
+                      "highfreq": mel.fmax}
+    check_vocoder_mels(fastpitch_mels, hifigan_mel_config(hifigan.cfg), f"{run_dir}/models/hifigan.nemo",
+                       "the run's FastPitch")
+    return Vocoder(kind, mel, griffin_lim_cfg, hifigan_model=hifigan)
+
+
+def hifigan_mel_config(model_cfg):
+    """A trained HiFiGAN's mel settings in model-config form (read from its preprocessor and generator)."""
+    from omegaconf import OmegaConf
+
+    pre = model_cfg.preprocessor
+    return OmegaConf.create({"sample_rate": int(pre.sample_rate), "n_mel_channels": int(pre.nfilt),
+                             "n_fft": int(pre.n_fft), "n_window_size": int(pre.n_window_size),
+                             "n_window_stride": int(pre.n_window_stride), "lowfreq": float(pre.lowfreq or 0),
+                             "highfreq": None if pre.highfreq is None else float(pre.highfreq),
+                             "model": {"generator": {"upsample_rates": list(model_cfg.generator.upsample_rates)}}})

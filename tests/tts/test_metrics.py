@@ -61,3 +61,19 @@ def test_cer_split_into_fixed_sentence_and_name():
 
     wrong_fixed = text_scores("您好，张伟，欢迎回家。", "你好张伟欢迎回家")
     assert wrong_fixed["fixed_errors"] == 1 and wrong_fixed["name_exact"]
+
+
+def test_high_band_ratio_sees_what_resampling_loses():
+    """44.1 kHz audio with a 14 kHz component vs the same audio through 22.05 kHz and back: only the native
+    one keeps the band above 8 kHz, the ratio says so at each clip's own rate."""
+    from data_tools.audio import resample
+    from tasks.tts.evaluate import band_energy_fraction, high_band_ratio
+
+    sr = 44100
+    t = np.arange(sr) / sr
+    native = (0.5 * np.sin(2 * np.pi * 300 * t) + 0.1 * np.sin(2 * np.pi * 14000 * t)).astype(np.float32)
+    through_22k = resample(resample(native, sr, 22050), 22050, sr)
+    assert band_energy_fraction(native, sr) == pytest.approx(0.04 / 1.04, rel=0.05)
+    assert high_band_ratio(native, sr, native, sr) == pytest.approx(1.0)
+    assert high_band_ratio(through_22k, sr, native, sr) < 0.01
+    assert high_band_ratio(native, sr, np.sin(2 * np.pi * 300 * t).astype(np.float32), sr) is None  # no ref band
