@@ -464,6 +464,26 @@ def tts_synthesize(
         console.print(line, highlight=False)
 
 
+# ---------------------------------------------------------------- explore (issue 14)
+
+@app.command()
+@friendly_errors
+def explore(
+    inputs: List[Path] = typer.Argument(..., help="ASR/TTS/detect run dirs, NeMo manifests or a COCO dataset.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (index.html opens from disk)."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="A second ASR run: its predictions side by side."),
+    serve: bool = typer.Option(False, "--serve", help="Also serve the folder on 127.0.0.1 (waveforms need http)."),
+    port: int = typer.Option(8765, "--port", help="Port for --serve (0 = any free port)."),
+):
+    """Static pages to browse a dataset: every utterance or image, errors, diffs, boxes, confusion matrix."""
+    from hackathon.explore import build, serve as serve_dir
+
+    index = build(inputs, out, compare=compare)
+    console.print(f"explorer: {index}", highlight=False)
+    if serve:
+        serve_dir(index.parent, port=port)
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 
