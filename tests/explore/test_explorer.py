@@ -201,3 +201,18 @@ def test_tts_run_shows_synthesized_next_to_recorded_with_scores(page, asr_run, t
     assert first.locator("audio").count() == 2 and first.locator("audio.synth").get_attribute("src").startswith("media/s")
     _shot(page, "tts-synth-vs-recorded")
     assert page.js_errors == []
+
+
+def test_plain_manifest_and_plain_dataset_json(page, asr_run, detect_run, tmp_path):
+    """Any NeMo manifest (no run dir: no predictions, no vocabulary) and a bare dataset.json (no predictions)."""
+    from hackathon.explore import build
+
+    manifest = asr_run / "data" / "val_manifest.json"
+    _open(page, build([manifest], tmp_path / "m"))
+    n = len(manifest.read_text(encoding="utf-8").splitlines())
+    assert page.locator("#body tr.row").count() == n and page.locator("th[data-key='cer']").count() == 0
+    assert "no model vocabulary" in page.inner_text("#oov")
+    _open(page, build([detect_run / "data" / "dataset.json"], tmp_path / "d"))
+    assert page.locator(".card").count() == 12 and page.locator(".card svg rect.pred").count() == 0
+    assert "No predictions" in page.inner_text("#confusion-panel")
+    assert page.js_errors == []
