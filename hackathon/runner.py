@@ -15,6 +15,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -246,6 +247,9 @@ def execute_stages(ctx: RunContext, stages: list[Stage], from_stage: str | None 
             with stage_output(stage_log):
                 try:
                     stage.fn(ctx)
+                except HackathonError as exc:  # our own message + fix: the CLI prints it; the log keeps it too
+                    print(f"error: {exc}", file=sys.stderr)
+                    raise
                 except BaseException:
                     traceback.print_exc()  # into the stage log: the console shows its tail
                     raise
