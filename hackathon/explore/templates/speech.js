@@ -116,7 +116,7 @@ async function drawVisuals(r) {
     const audio = decoded.get(r.id), samples = audio.getChannelData(0);
     drawWave(document.querySelector(`canvas.wave[data-id="${r.id}"]`), samples);
     drawSpec(document.querySelector(`canvas.spec[data-id="${r.id}"]`), samples);
-    if (msg) msg.textContent = `${audio.sampleRate} Hz, ${fmt(audio.duration, 2)} s`;
+    if (msg) msg.textContent = `${fmt(audio.duration, 2)} s, decoded at ${audio.sampleRate} Hz`;
   } catch (e) {
     if (msg) msg.textContent = "Waveform and spectrogram need the page served over http (browsers do not let a page opened from disk " +
       "read audio bytes): run `hackathon explore ... --serve`. The audio player works either way.";
