@@ -98,7 +98,7 @@ def test_speech_page_paging_and_waveform_over_http(page, asr_explorer):
         page.click("#pager-top button[data-go='2']")  # page 3 of 3: rows 100..107
         assert page.locator("#body tr.row").count() == 8
         page.locator("#body tr.row td.text").first.click()
-        page.wait_for_function("document.querySelector('.visual-msg') && /decoded at \d+ Hz/.test(document.querySelector('.visual-msg').textContent)",
+        page.wait_for_function("document.querySelector('.visual-msg') && /decoded at \\d+ Hz/.test(document.querySelector('.visual-msg').textContent)",
                                timeout=15000)
         inked = page.evaluate("""() => [...document.querySelectorAll('canvas.wave, canvas.spec')].map(c => {
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
