@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 _state: dict = {"console": None, "stderr": None, "verbose": False, "in_stage": False}
+ATTEMPT_MARK = "===="  # starts the line that opens each attempt's part of a stage log (logs are appended)
 PLAIN_EVERY_S = 60.0  # non-tty: a progress line at least this often (plus one per quarter)
 
 
@@ -68,7 +69,7 @@ def stage_output(log_path: Path) -> Iterator[Path]:
     saved = os.dup(1), os.dup(2)
     read_end, write_end = os.pipe()
     log_file = open(log_path, "ab")
-    log_file.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} stage start\n".encode())
+    log_file.write(f"\n{ATTEMPT_MARK} {time.strftime('%Y-%m-%d %H:%M:%S')} stage start\n".encode())
     log_file.flush()
 
     def pump() -> None:  # pipe -> log file (+ terminal with -v); a thread so nothing blocks on a full pipe
@@ -106,12 +107,19 @@ def stage_output(log_path: Path) -> Iterator[Path]:
 
 
 def log_tail(log_path: Path, lines: int = 15) -> list[str]:
-    """The last `lines` non-empty lines of a stage log (what the console shows when the stage fails)."""
+    """The last `lines` non-empty lines of the latest attempt in a stage log (what the console shows when
+    the stage fails)."""
+    tail: deque = deque(maxlen=lines)
     try:
         with open(log_path, encoding="utf-8", errors="replace") as f:
-            return list(deque((line.rstrip() for line in f if line.strip()), maxlen=lines))
+            for line in f:
+                if line.startswith(ATTEMPT_MARK):
+                    tail.clear()
+                elif line.strip():
+                    tail.append(line.rstrip())
     except OSError:
         return []
+    return list(tail)
 
 
 def _fmt_seconds(s: float | None) -> str:

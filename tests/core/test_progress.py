@@ -65,3 +65,5 @@ def test_log_tail(tmp_path):
     p = tmp_path / "x.log"
     p.write_text("".join(f"line {i}\n\n" for i in range(40)))
     assert log_tail(p, 3) == ["line 37", "line 38", "line 39"] and log_tail(tmp_path / "missing.log") == []
+    p.write_text("old attempt\n==== 2026-01-01 stage start\nnew 1\nnew 2\n")
+    assert log_tail(p) == ["new 1", "new 2"]  # the latest attempt only
