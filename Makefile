@@ -9,9 +9,11 @@ demo: setup
 	.venv/bin/hackathon run all
 	.venv/bin/hackathon score
 
-# The test suite. With CI=true the docker-engine tests must run, so the engine is started first.
+# The test suite. The docker engine is started first where root/sudo allows; with CI=true the
+# docker-engine tests must run (no engine = failure), elsewhere they are skipped and counted in one line.
 test: setup
-	@if [ "$${CI:-}" = "true" ]; then bash scripts/ensure_dockerd.sh; fi
+	@if [ "$${CI:-}" = "true" ]; then bash scripts/ensure_dockerd.sh; \
+	else bash scripts/ensure_dockerd.sh || echo "make test: no docker engine; its tests will be skipped"; fi
 	.venv/bin/python -m pytest -q -ra
 
 bench: setup

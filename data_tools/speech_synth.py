@@ -27,6 +27,7 @@ from data_tools.audio import read_audio, resample, write_wav
 from data_tools.manifest import ManifestEntry, write_manifest
 from hackathon.atomic import atomic_write_json, read_json
 from hackathon.errors import HackathonError
+from hackathon.progress import track
 
 # Bump when the generated audio or manifests change, so cached demo data is regenerated.
 GENERATOR_VERSION = 1
@@ -180,8 +181,9 @@ def synth_speech(task: str, out_dir: str | Path, seed: int = 0, renditions: int 
     utterances = _asr_utterances(seed, renditions, noise) if task == "asr" else _tts_utterances(seed)
     workers = workers or max(2, 2 * (_cpu_count()))
     with tempfile.TemporaryDirectory(prefix="espeak-") as scratch, ThreadPoolExecutor(workers) as pool:
-        entries = list(pool.map(lambda iu: _render(iu[1], iu[0], seed, out_dir, sample_rate, Path(scratch)),
-                                enumerate(utterances)))
+        entries = list(track(pool.map(lambda iu: _render(iu[1], iu[0], seed, out_dir, sample_rate, Path(scratch)),
+                                      enumerate(utterances)), f"synthesize {task} demo speech", len(utterances),
+                                unit="clip"))
     summary = {"task": task, "out_dir": str(out_dir), "seed": seed, "sample_rate": sample_rate,
                "generator_version": GENERATOR_VERSION, "manifests": {}, "counts": {}, "hours": {}}
     for split in SPLITS:

@@ -69,12 +69,23 @@ def run(
     force: bool = typer.Option(False, "--force", help="Re-run every stage even if done."),
     new: bool = typer.Option(False, "--new", help="Start a fresh run dir even if a run with the same config exists."),
     no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if the GPU is held by another run."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Stream library logs (NeMo, Lightning, ...) to the "
+                                 "console too; they always go to the run's logs/<stage>.log."),
 ):
     """Run a pipeline (resumable: the same command again skips finished stages)."""
     from hackathon.pipelines import run_pipelines
+    from hackathon.progress import set_verbose, terminal
 
-    run_pipelines(task, overrides or [], spec=spec, run_dir=run_dir, from_stage=from_stage, only=only,
-                  force=force, new=new, wait=not no_wait, echo=console.print)
+    set_verbose(verbose)
+    try:
+        run_pipelines(task, overrides or [], spec=spec, run_dir=run_dir, from_stage=from_stage, only=only,
+                      force=force, new=new, wait=not no_wait, echo=terminal().print)
+    except (HackathonError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the stage's log tail is on the console already; the traceback is in that log
+        raise HackathonError(f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                             fix="Read the log lines above (full traceback in the run's logs/<stage>.log); "
+                                 "after fixing the cause, the same command resumes where it stopped.") from exc
 
 
 @app.command()
@@ -464,6 +475,26 @@ def tts_synthesize(
     for line in synthesize_cli(text, out, model=model, text_file=text_file, rate=rate, vocoder=vocoder,
                                template=template, greeting=greeting, dry=dry_run):
         console.print(line, highlight=False)
+
+
+# ---------------------------------------------------------------- explore (issue 14)
+
+@app.command()
+@friendly_errors
+def explore(
+    inputs: List[Path] = typer.Argument(..., help="ASR/TTS/detect run dirs, NeMo manifests or a COCO dataset.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (index.html opens from disk)."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="A second ASR run: its predictions side by side."),
+    serve: bool = typer.Option(False, "--serve", help="Also serve the folder on 127.0.0.1 (waveforms need http)."),
+    port: int = typer.Option(8765, "--port", help="Port for --serve (0 = any free port)."),
+):
+    """Static pages to browse a dataset: every utterance or image, errors, diffs, boxes, confusion matrix."""
+    from hackathon.explore import build, serve as serve_dir
+
+    index = build(inputs, out, compare=compare)
+    console.print(f"explorer: {index}", highlight=False)
+    if serve:
+        serve_dir(index.parent, port=port)
 
 
 def main() -> None:  # pragma: no cover - console script entry is `app`

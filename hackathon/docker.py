@@ -69,10 +69,18 @@ def diagnose_engine() -> list[dict]:
         checks.append({"name": "docker.sock permission", "status": "fail",
                        "detail": f"{sock} is not writable by uid {os.getuid()}", "fix": FIX_PERMISSION})
         return checks
+    has_gpu = bool(shutil.which("nvidia-smi"))
     try:
         c = client(timeout=10)
     except HackathonError as exc:
         checks.append({"name": "docker daemon", "status": "fail", "detail": exc.message, "fix": exc.fix or ""})
+        # Same check list with or without a daemon: the runtime is judged from the toolkit binary alone.
+        has_cli = bool(shutil.which("nvidia-container-runtime"))
+        checks.append({"name": "nvidia container runtime",
+                       "status": "warn" if has_cli or not has_gpu else "fail",
+                       "detail": "unknown: the daemon is not reachable to list its runtimes"
+                                 + (" (nvidia-container-runtime is installed)" if has_cli else ""),
+                       "fix": f"start the daemon first ({FIX_DAEMON})" if has_cli else FIX_NVIDIA})
         return checks
     info = c.info()
     checks.append({"name": "docker daemon", "status": "ok",
@@ -81,7 +89,6 @@ def diagnose_engine() -> list[dict]:
                    "fix": ""})
     runtimes = sorted((info.get("Runtimes") or {}).keys())
     has_nvidia = "nvidia" in runtimes or bool(shutil.which("nvidia-container-runtime"))
-    has_gpu = bool(shutil.which("nvidia-smi"))
     checks.append({"name": "nvidia container runtime",
                    "status": "ok" if has_nvidia else ("fail" if has_gpu else "warn"),
                    "detail": f"runtimes: {', '.join(runtimes) or 'none'}" + ("" if has_gpu else " (no GPU on this machine)"),

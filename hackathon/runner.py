@@ -15,18 +15,22 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from rich.markup import escape
+
 from hackathon import ddp, gpus, registry
 from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
 from hackathon.config import cfg_slice, load_config, to_yaml
 from hackathon.errors import HackathonError
 from hackathon.fingerprint import combine, obj_fingerprint, path_fingerprint
-from hackathon.logs import attach_run_log, detach_run_log, get_logger
+from hackathon.logs import attach_run_log, detach_run_log, get_logger, redact
+from hackathon.progress import log_tail, stage_output
 from hackathon.paths import REPO_ROOT, current_user, default_run_dir, runs_root
 
 log = get_logger("hackathon.runner")
@@ -236,24 +240,38 @@ def execute_stages(ctx: RunContext, stages: list[Stage], from_stage: str | None 
         entry.pop("error", None)
         entry.pop("end", None)
         ctx.save_meta()
-        echo(f"run    {stage.name}")
         t0 = time.time()
+        stage_log = ctx.logs_dir / f"{stage.name}.log"
         try:
-            stage.fn(ctx)
+            # Library output (NeMo, Lightning, ONNX, child processes) goes to logs/<stage>.log, not the console.
+            with stage_output(stage_log):
+                try:
+                    stage.fn(ctx)
+                except HackathonError as exc:  # our own message + fix: the CLI prints it; the log keeps it too
+                    print(f"error: {exc}", file=sys.stderr)
+                    raise
+                except BaseException:
+                    traceback.print_exc()  # into the stage log: the console shows its tail
+                    raise
         except KeyboardInterrupt:
             entry.update({"status": "interrupted", "seconds": round(time.time() - t0, 2)})
             ctx.save_meta()
+            echo(f"stopped {stage.name} after {time.time() - t0:.1f} s (log: {stage_log})")
             raise
         except BaseException as exc:
             entry.update({"status": "failed", "seconds": round(time.time() - t0, 2),
                           "error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__})
             ctx.save_meta()
             log.error("stage %s failed:\n%s", stage.name, traceback.format_exc())
+            echo(f"[red]FAILED[/] {stage.name} after {time.time() - t0:.1f} s; last lines of {stage_log}:")
+            for line in log_tail(stage_log):
+                echo(f"  | {escape(redact(line))}")
             raise
         entry.update({"status": "done", "end": time.strftime("%Y-%m-%dT%H:%M:%S"),
                       "seconds": round(time.time() - t0, 2)})
         atomic_write_text(done_file, fp + "\n")
         ctx.save_meta()
+        echo(f"done   {stage.name:<12} {entry['seconds']:8.1f} s")
     ctx.stage = None
 
 

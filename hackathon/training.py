@@ -51,6 +51,7 @@ from hackathon.atomic import atomic_path, atomic_write_json, read_json
 from hackathon.errors import HackathonError
 from hackathon.logs import get_logger
 from hackathon.oom import run_with_oom_backoff
+from hackathon.progress import lightning_callback
 
 log = get_logger("hackathon.training")
 
@@ -202,6 +203,8 @@ def trainer_settings(trainer_cfg: Mapping | Any) -> dict:
         settings["precision"] = "16-mixed" if on_gpu else "32-true"
     settings.setdefault("log_every_n_steps", 1)
     settings.setdefault("enable_model_summary", False)
+    # Lightning's tqdm bar would go to the stage log; hackathon.progress draws the console bar instead.
+    settings["enable_progress_bar"] = False
     return settings
 
 
@@ -234,6 +237,7 @@ def build_trainer(ctx, trainer_cfg, ckpt_dir: Path, monitor: str | None, mode: s
                                    auto_insert_metric_name=False, enable_version_counter=False))
     log_root = ctx.logs_dir / name
     logger = CSVLogger(save_dir=str(ctx.logs_dir), name=name, version=_next_attempt_version(log_root))
+    cbs.append(lightning_callback(ctx.stage or name))
     trainer = pl.Trainer(default_root_dir=str(ctx.run_dir), logger=logger, callbacks=cbs + list(callbacks or []),
                          plugins=[_atomic_checkpoint_io()], enable_checkpointing=True, **settings)
     return trainer

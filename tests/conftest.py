@@ -19,6 +19,9 @@ def pytest_configure(config):
     os.environ.setdefault("HACKATHON_LOCK_DIR", str(base / "locks"))
 
 
+NO_ENGINE = "no docker engine reachable"
+
+
 def require_docker_engine():
     """Skip without an engine — except under CI=true, where a missing engine is a failure."""
     try:
@@ -28,7 +31,18 @@ def require_docker_engine():
     except Exception as exc:  # noqa: BLE001
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but no docker engine is reachable: {exc}")
-        pytest.skip(f"no docker engine reachable: {exc}")
+        pytest.skip(f"{NO_ENGINE}: {exc}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line saying how many docker tests were skipped and why (a fresh machine has no daemon)."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and NO_ENGINE in str(r.longrepr[2])]
+    if skipped:
+        reason = str(skipped[0].longrepr[2]).removeprefix("Skipped: ")
+        terminalreporter.write_line(
+            f"docker: {len(skipped)} docker-engine tests skipped ({reason[:160]}); start the daemon "
+            f"(sudo bash scripts/ensure_dockerd.sh) or run with CI=true to make them required.", yellow=True)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 
 from hackathon.atomic import atomic_write_jsonl
 from hackathon.errors import HackathonError
+from hackathon.progress import bar
 
 MANIFEST_SUFFIXES = (".json", ".jsonl")
 
@@ -70,19 +71,26 @@ def transcribe_items(model, items: list[dict], batch_size: int = 16) -> tuple[li
     sr = model_sample_rate(model)
     results, failed = [], []
     chunk = max(1, batch_size) * 8
-    for start in range(0, len(items), chunk):
-        ok, clips = [], []
-        for item in items[start:start + chunk]:
-            try:
-                clips.append(load_clip(item["audio_filepath"], sr))
-                ok.append(item)
-            except HackathonError as exc:
-                failed.append({**item, "error": exc.message})
-            except Exception as exc:  # decoder errors of every kind: report, go on with the batch
-                failed.append({**item, "error": f"{type(exc).__name__}: {exc}"})
-        for item, text in zip(ok, transcribe_arrays(model, clips, batch_size)):
-            results.append({**item, "pred_text": text})
+    with bar("transcribe", len(items), unit="clip") as progress:
+        for start in range(0, len(items), chunk):
+            _transcribe_chunk(model, items[start:start + chunk], sr, batch_size, results, failed)
+            progress.update(completed=min(len(items), start + chunk))
     return results, failed
+
+
+def _transcribe_chunk(model, items: list[dict], sr: int, batch_size: int, results: list, failed: list) -> None:
+    """Decode `items` (bad files into `failed`, the rest on) and transcribe them in batches."""
+    ok, clips = [], []
+    for item in items:
+        try:
+            clips.append(load_clip(item["audio_filepath"], sr))
+            ok.append(item)
+        except HackathonError as exc:
+            failed.append({**item, "error": exc.message})
+        except Exception as exc:  # decoder errors of every kind: report, go on with the batch
+            failed.append({**item, "error": f"{type(exc).__name__}: {exc}"})
+    for item, text in zip(ok, transcribe_arrays(model, clips, batch_size)):
+        results.append({**item, "pred_text": text})
 
 
 def transcribe_command(model_path: str | Path, inputs: Sequence[str], out: str | Path | None = None,

@@ -239,23 +239,31 @@ def confusion_matrix(gt_coco, detections: list[dict], score_threshold: float = 0
     for img_id in gt_coco.getImgIds():
         gts = gt_coco.imgToAnns.get(img_id, [])
         dets = sorted(dets_by_img.get(img_id, []), key=lambda d: -d["score"])
-        ious = _iou_matrix(np.array([_xyxy(d["bbox"]) for d in dets]).reshape(-1, 4),
-                           np.array([_xyxy(a["bbox"]) for a in gts]).reshape(-1, 4))
-        matched_gt = set()
-        for i, d in enumerate(dets):
-            best, best_iou = None, iou
-            for j in range(len(gts)):
-                if j not in matched_gt and ious[i, j] >= best_iou:
-                    best, best_iou = j, ious[i, j]
-            if best is None:
-                matrix[bg, pos[d["category_id"]]] += 1
-            else:
-                matched_gt.add(best)
-                matrix[pos[gts[best]["category_id"]], pos[d["category_id"]]] += 1
-        for j, a in enumerate(gts):
-            if j not in matched_gt:
-                matrix[pos[a["category_id"]], bg] += 1
+        for j, i in match_image([_xyxy(a["bbox"]) for a in gts], [_xyxy(d["bbox"]) for d in dets], iou):
+            row = bg if j is None else pos[gts[j]["category_id"]]
+            col = bg if i is None else pos[dets[i]["category_id"]]
+            matrix[row, col] += 1
     return matrix
+
+
+def match_image(gt_boxes: list, det_boxes: list, iou: float = 0.5) -> list[tuple[int | None, int | None]]:
+    """Greedy class-agnostic matching of one image's detections (sorted by score, best first) to its ground
+    truth, boxes as x1,y1,x2,y2: (gt index, det index) pairs; (gt, None) = missed, (None, det) = false positive."""
+    import numpy as np
+
+    ious = _iou_matrix(np.array(det_boxes, dtype=float).reshape(-1, 4), np.array(gt_boxes, dtype=float).reshape(-1, 4))
+    matched_gt: set[int] = set()
+    pairs: list[tuple[int | None, int | None]] = []
+    for i in range(len(det_boxes)):
+        best, best_iou = None, iou
+        for j in range(len(gt_boxes)):
+            if j not in matched_gt and ious[i, j] >= best_iou:
+                best, best_iou = j, ious[i, j]
+        if best is not None:
+            matched_gt.add(best)
+        pairs.append((best, i))
+    pairs += [(j, None) for j in range(len(gt_boxes)) if j not in matched_gt]
+    return pairs
 
 
 # ----------------------------------------------------------------------------- plots

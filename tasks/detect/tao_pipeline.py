@@ -136,12 +136,19 @@ def _results_arg(net: str, task: str, container_dir: str) -> tuple[str, str, str
 
 
 def _echo(ctx: RunContext):
-    """Container lines go to the console (the runner already keeps them in logs/<stage>.log)."""
+    """[tao] lines go to the console and run.log; container lines are already in logs/<stage>.log (`-v` streams it)."""
     def echo(line: str) -> None:
-        print(line, flush=True)
         if line.startswith("[tao]"):
+            _say(line)
             ctx.log.info(line)
     return echo
+
+
+def _say(line: str) -> None:
+    """A line for the console even while the stage's output goes to its log."""
+    from hackathon.progress import terminal
+
+    terminal().print(line, markup=False)
 
 
 def _command(net: str, task: str, args: list[tuple[str, str | None, str | None]]) -> tuple[list[str], list[PathCheck]]:
@@ -278,7 +285,7 @@ def stage_train(ctx: RunContext) -> None:
         # a finished training with another config (network, epochs, data): keep it aside, start over
         aside = results.with_name(f"train.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         results.rename(aside)
-        print(f"[tao] {net} train: the config changed since the last training; its results moved to {aside}")
+        _say(f"[tao] {net} train: the config changed since the last training; its results moved to {aside}")
         ctx.record(previous_results=str(aside))
         done = []
     n_gpus = gpu_count(ctx.cfg.get("gpus", "all"))
@@ -288,9 +295,9 @@ def stage_train(ctx: RunContext) -> None:
         last_epoch, last = done[-1]
         ctx.record(resumed_from=str(last), resumed_epoch=last_epoch)
         if last_epoch >= epochs:
-            print(f"[tao] {net} train: {last.name} is the last epoch ({epochs}); nothing left to train")
+            _say(f"[tao] {net} train: {last.name} is the last epoch ({epochs}); nothing left to train")
             return
-        print(f"[tao] {net} train: resuming from {last.name} (epoch {last_epoch + 1} of {epochs})")
+        _say(f"[tao] {net} train: resuming from {last.name} (epoch {last_epoch + 1} of {epochs})")
         if net == "ssd":
             args += [("-m", p.c(last), INPUT), ("--initial_epoch", str(last_epoch + 1), None)]
         else:  # YOLOv3 resumes through the spec (it reads the epoch from the file name)
@@ -388,7 +395,7 @@ def stage_score(ctx: RunContext) -> None:
     add_report_assets(ctx, images=assets.get("images", []), prefix="eval/",
                       tables=assets.get("tables", []) + [{"title": f"TAO {network(ctx.cfg)}: launcher equivalent",
                                                           "rows": [{"stage": k, "command": v} for k, v in commands.items()]}])
-    print(f"[tao] {e.split}: mAP@0.5 {metrics['map50']:.3f}   mAP@[.5:.95] {metrics['map']:.3f}   "
+    _say(f"[tao] {e.split}: mAP@0.5 {metrics['map50']:.3f}   mAP@[.5:.95] {metrics['map']:.3f}   "
           f"VOC AP@0.5 {metrics['voc_ap50']:.3f}")
 
 
@@ -414,11 +421,11 @@ def stage_engine(ctx: RunContext) -> None:
     gpus = str(ctx.cfg.get("gpus", "all")).lower()
     if not t.get("trt_engine"):
         ctx.record(skipped="tao.trt_engine is false")
-        print("[tao] TensorRT engine: skipped (tao.trt_engine: false). " + ENGINE_NOTE)
+        _say("[tao] TensorRT engine: skipped (tao.trt_engine: false). " + ENGINE_NOTE)
         return
     if gpus in ("none", "", "cpu"):
         ctx.record(skipped="gpus=none: TensorRT needs a GPU")
-        print("[tao] TensorRT engine: skipped, gpus=none (TensorRT builds on a GPU). " + ENGINE_NOTE)
+        _say("[tao] TensorRT engine: skipped, gpus=none (TensorRT builds on a GPU). " + ENGINE_NOTE)
         return
     p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx)
@@ -434,7 +441,7 @@ def stage_engine(ctx: RunContext) -> None:
                image=str(t.get("deploy_image")), launcher="deploy")
     _run(ctx, job, _echo(ctx))
     ctx.record(engine=str(engine), note=ENGINE_NOTE)
-    print("[tao] " + ENGINE_NOTE)
+    _say("[tao] " + ENGINE_NOTE)
 
 
 TAO_KEYS = ("network", "image", "gpus", "tao")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hackathon.atomic import atomic_path, atomic_write_json
 from hackathon.errors import HackathonError
+from hackathon.progress import Bar, track
 
 CPU_MODEL = "ssdlite320_mobilenet_v3_large"
 GPU_MODEL = "ssd300_vgg16"
@@ -138,15 +139,18 @@ def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def predict(model, data: DetectionData, device, batch_size: int = 16, score_threshold: float = 0.01) -> list[dict]:
-    """COCO results for every image of `data` (boxes in original pixels: SSD's transform maps them back)."""
+def predict(model, data: DetectionData, device, batch_size: int = 16, score_threshold: float = 0.01,
+            progress: str | None = None) -> list[dict]:
+    """COCO results for every image of `data` (boxes in original pixels: SSD's transform maps them back).
+    `progress`: the description of a progress bar (None: no bar, e.g. for the per-epoch validation)."""
     import torch
 
     model.eval()
     model.score_thresh = score_threshold
     results = []
+    starts = range(0, len(data), batch_size)
     with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
+        for start in track(starts, progress, unit="batch") if progress else starts:
             idx = list(range(start, min(len(data), start + batch_size)))
             outputs = model([data.image(i).float().div(255).to(device) for i in idx])
             for i, out in zip(idx, outputs):
@@ -250,7 +254,7 @@ def train_once(ctx, batch_size: int) -> dict:
     epochs = int(t.epochs)
     steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
     total_steps = epochs * steps_per_epoch
-    last, best = ctx.checkpoints_dir / "last.pt", ctx.checkpoints_dir / "best.pt"
+    last = ctx.checkpoints_dir / "last.pt"
     start_epoch, step, best_map, elapsed = 0, 0, -1.0, 0.0
     if last.exists():
         ck = torch.load(last, map_location="cpu", weights_only=False)
@@ -263,6 +267,28 @@ def train_once(ctx, batch_size: int) -> dict:
         ctx.log.info("resuming from %s at epoch %d", last, start_epoch)
     ctx.record(model=name, device=str(device), train_images=len(train), val_images=len(val))
     csv_path = ctx.dir("logs", "torch_train") / "metrics.csv"
+    progress = Bar(ctx.stage or "train", total_steps, unit="step")
+    progress.update(completed=step)
+    try:
+        stopped_by_budget, best_map, elapsed = _epochs(ctx, model, optimizer, train, val, val_json, device, name,
+                                                       batch_size, start_epoch, step, best_map, elapsed,
+                                                       total_steps, steps_per_epoch, csv_path, progress)
+    finally:
+        progress.close()
+    if stopped_by_budget:
+        ctx.log.warning("stopped after %.0f s: torch.max_train_minutes=%s reached", elapsed, t.max_train_minutes)
+    ctx.record(stopped_by_time_budget=stopped_by_budget, train_seconds=round(elapsed, 1), best_val_map50=best_map)
+    return {"best_val_map50": best_map}
+
+
+def _epochs(ctx, model, optimizer, train, val, val_json, device, name, batch_size, start_epoch, step, best_map,
+            elapsed, total_steps, steps_per_epoch, csv_path, progress) -> tuple[bool, float, float]:
+    """The epoch loop of train_once: (stopped by the time budget, best val mAP@.5, train seconds)."""
+    import torch
+
+    t = ctx.cfg.torch
+    epochs = int(t.epochs)
+    last, best = ctx.checkpoints_dir / "last.pt", ctx.checkpoints_dir / "best.pt"
     budget = float(t.max_train_minutes) * 60
     stopped_by_budget = False
     for epoch in range(start_epoch, epochs):
@@ -297,6 +323,7 @@ def train_once(ctx, batch_size: int) -> dict:
             optimizer.step()
             losses.append(loss.item())
             step += 1
+            progress.update(completed=step, epoch=f"{epoch + 1}/{epochs}", loss=losses[-1])
         recalibrate_batchnorm(model, train, device, int(t.bn_recalibration_images))  # before eval and the checkpoint
         val_map = _val_map50(model, val, val_json, device) if (epoch + 1) % max(1, int(t.eval_every)) == 0 or epoch == epochs - 1 else float("nan")
         elapsed += time.time() - t0
@@ -313,12 +340,10 @@ def train_once(ctx, batch_size: int) -> dict:
                "seconds": round(time.time() - t0, 1)}
         _append_csv(csv_path, row)
         ctx.log.info("epoch %d/%d loss %.4f val mAP@.5 %.3f (%.0fs)", epoch + 1, epochs, row["train_loss"], val_map, row["seconds"])
+        progress.update(completed=step, val_map50=None if val_map != val_map else val_map)
         if stopped_by_budget:
             break
-    if stopped_by_budget:
-        ctx.log.warning("stopped after %.0f s: torch.max_train_minutes=%s reached", elapsed, t.max_train_minutes)
-    ctx.record(stopped_by_time_budget=stopped_by_budget, train_seconds=round(elapsed, 1), best_val_map50=best_map)
-    return {"best_val_map50": best_map}
+    return stopped_by_budget, best_map, elapsed
 
 
 def _loss_curve(ctx) -> None:
@@ -378,7 +403,8 @@ def infer_stage(ctx) -> None:
     model.load_state_dict(ck["model"])
     model.to(device)
     t0 = time.time()
-    dets = predict(model, data, device, score_threshold=float(ctx.cfg.torch.score_threshold))
+    dets = predict(model, data, device, score_threshold=float(ctx.cfg.torch.score_threshold),
+                   progress=f"inference ({split})")
     atomic_write_json(ctx.path("predictions", f"{split}.json"), dets, indent=None)
     ctx.record(checkpoint=str(ck_path), checkpoint_epoch=ck["epoch"], detections=len(dets),
                images=len(data), seconds_per_image=round((time.time() - t0) / max(1, len(data)), 4))

@@ -33,6 +33,7 @@ def mels_stage(ctx) -> None:
     from hydra.utils import instantiate
 
     from hackathon.atomic import atomic_path, atomic_write_jsonl
+    from hackathon.progress import track
     from tasks.tts.fastpitch import load_fastpitch
 
     if not ctx.cfg.hifigan.enabled:
@@ -43,7 +44,7 @@ def mels_stage(ctx) -> None:
     for split, ds_key in (("train", "train_ds"), ("val", "validation_ds")):
         dataset = instantiate(model.cfg[ds_key].dataset, text_tokenizer=model.vocab)
         rows = []
-        for i, item in enumerate(dataset.data):
+        for i, item in enumerate(track(dataset.data, f"mels ({split})", unit="clip")):
             mel = teacher_forced_mel(model, dataset, i)
             path = ctx.path("mels", split, f"{i:05d}_{Path(item['audio_filepath']).stem}.npy")
             with atomic_path(path, suffix=".npy") as tmp:

@@ -22,6 +22,7 @@ import numpy as np
 from hackathon.atomic import atomic_path, atomic_write_json
 from hackathon.errors import HackathonError
 from hackathon.fingerprint import file_sha256
+from hackathon.progress import track
 
 SPLITS = ("train", "val")
 
@@ -131,9 +132,10 @@ def sup_data_stage(ctx) -> None:
         jobs = [(r["audio_filepath"], settings, str(cache_dir)) for r in rows]
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-                results = list(pool.map(_cached_pitch_job, jobs, chunksize=4))
+                results = list(track(pool.map(_cached_pitch_job, jobs, chunksize=4), f"pitch ({split})",
+                                     len(jobs), unit="clip"))
         else:
-            results = [_cached_pitch_job(j) for j in jobs]
+            results = [_cached_pitch_job(j) for j in track(jobs, f"pitch ({split})", unit="clip")]
         pitch_dir = ctx.dir("sup_data", split, "pitch")
         for old in pitch_dir.glob("*.pt"):  # never leave a previous run's file under a reused name
             old.unlink()

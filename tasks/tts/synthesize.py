@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from hackathon.errors import HackathonError
+from hackathon.progress import track
 
 
 class Synthesizer:
@@ -98,7 +99,7 @@ def synthesize_stage(ctx) -> None:
     synth = Synthesizer(ctx.run_dir)
     out = ctx.dir("synth")
     index, seconds, audio_seconds = [], 0.0, 0.0
-    for i, row in enumerate(rows):
+    for i, row in enumerate(track(rows, "synthesize", unit="sentence")):
         clip_id = f"{i:03d}_{Path(row['audio_filepath']).stem}"  # unique even when basenames repeat
         t0 = time.time()
         audio, pred_mel = synth.speak(row["text"], where=f"{split} sentence {i}", pace=float(ctx.cfg.synthesize.pace))

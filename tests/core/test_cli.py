@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 HEAVY = ("torch", "nemo", "torchvision", "onnxruntime", "lightning", "pycocotools", "docker")
 
@@ -21,8 +24,13 @@ def test_help_lists_commands(hackathon_bin):
         assert cmd in out
 
 
-def test_doctor_json_lists_checks_with_fixes(hackathon_bin):
-    proc = subprocess.run([hackathon_bin, "doctor", "--json"], capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("daemon", ["as found", "unreachable"])
+def test_doctor_json_lists_checks_with_fixes(hackathon_bin, daemon, tmp_path):
+    """The same checks are listed whether or not a docker daemon answers (a fresh machine has none)."""
+    env = dict(os.environ)
+    if daemon == "unreachable":
+        env["DOCKER_HOST"] = f"unix://{tmp_path}/no-daemon.sock"
+    proc = subprocess.run([hackathon_bin, "doctor", "--json"], capture_output=True, text=True, timeout=300, env=env)
     checks = json.loads(proc.stdout)
     names = {c["name"] for c in checks}
     for expected in ("python", "ffmpeg", "sox", "espeak-ng", "docker client", "docker daemon", "gpus",
@@ -33,7 +41,12 @@ def test_doctor_json_lists_checks_with_fixes(hackathon_bin):
         if c["status"] != "ok":
             assert c["fix"], f"check {c['name']} is {c['status']} without a fix"
     failed_for_asr = [c for c in checks if c["status"] == "fail" and ("asr" in c["needed_by"] or not c["needed_by"])]
-    asr = subprocess.run([hackathon_bin, "doctor", "--json", "--task", "asr"], capture_output=True, text=True, timeout=300)
+    if daemon == "unreachable":
+        by_name = {c["name"]: c for c in checks}
+        assert by_name["docker daemon"]["status"] == "fail" and "not running" in by_name["docker daemon"]["detail"]
+        assert "detect" in by_name["docker daemon"]["needed_by"] and "asr" not in by_name["docker daemon"]["needed_by"]
+    asr = subprocess.run([hackathon_bin, "doctor", "--json", "--task", "asr"], capture_output=True, text=True,
+                         timeout=300, env=env)
     assert asr.returncode == (1 if failed_for_asr else 0)
 
 

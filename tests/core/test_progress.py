@@ -1,0 +1,69 @@
+"""hackathon.progress: a stage's output (print, logging, warnings, C-level writes, child processes) lands in
+its log and not on the console; bars reach the console (plain lines when it is not a terminal); -v tees."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import REPO
+
+SCRIPT = textwrap.dedent('''
+    import logging, os, subprocess, sys, warnings
+    from pathlib import Path
+    from hackathon import progress
+    progress.set_verbose(sys.argv[2] == "verbose")
+    log = Path(sys.argv[1])
+    progress.terminal().print("before the stage")
+    with progress.stage_output(log):
+        print("python print")
+        logging.getLogger("nemo_logger").addHandler(logging.StreamHandler(sys.stderr))
+        logging.getLogger("nemo_logger").warning("library logging")
+        warnings.warn("a library warning")
+        os.write(2, b"C-level write\\n")
+        subprocess.run([sys.executable, "-c", "print('child process')"], check=True)
+        with progress.bar("train", total=8, unit="step") as b:
+            for i in range(8):
+                b.update(advance=1, epoch=f"{i // 4 + 1}/2", loss=1.0 / (i + 1))
+        for _ in progress.track(range(3), "inference", unit="clip"):
+            pass
+    progress.terminal().print("after the stage")
+''')
+
+
+def _run(tmp_path, mode: str) -> tuple[list[str], str]:
+    log = tmp_path / "logs" / "train.log"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(log), mode], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return (proc.stdout + proc.stderr).splitlines(), log.read_text()
+
+
+def test_stage_output_goes_to_the_log_and_bars_to_the_console(tmp_path):
+    console, log = _run(tmp_path, "quiet")
+    for line in ("python print", "library logging", "a library warning", "C-level write", "child process"):
+        assert line in log and not any(line in c for c in console), line
+    assert console[0] == "before the stage" and console[-1] == "after the stage"
+    train = [c for c in console if c.startswith("  train: step ")]
+    # not a terminal: a line at the start and at each quarter, the last with the fields and the time taken
+    assert len(train) == 5 and train[0].startswith("  train: step 1/8 (12%)")
+    assert train[-1].startswith("  train: step 8/8 (100%)  epoch 2/2  loss 0.125  in ")
+    assert any(c.startswith("  inference: clip 3/3 (100%)") for c in console)
+    assert "train: step" not in log
+
+
+def test_verbose_streams_the_log_to_the_console_too(tmp_path):
+    console, log = _run(tmp_path, "verbose")
+    for line in ("python print", "library logging", "C-level write", "child process"):
+        assert line in log and any(line in c for c in console), line
+
+
+def test_log_tail(tmp_path):
+    from hackathon.progress import log_tail
+
+    p = tmp_path / "x.log"
+    p.write_text("".join(f"line {i}\n\n" for i in range(40)))
+    assert log_tail(p, 3) == ["line 37", "line 38", "line 39"] and log_tail(tmp_path / "missing.log") == []
+    p.write_text("old attempt\n==== 2026-01-01 stage start\nnew 1\nnew 2\n")
+    assert log_tail(p) == ["new 1", "new 2"]  # the latest attempt only
