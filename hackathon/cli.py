@@ -453,6 +453,23 @@ def tts_synthesize(
         console.print(line, highlight=False)
 
 
+# ---------------------------------------------------------------- gate page (issue 11)
+
+@app.command()
+@friendly_errors
+def gate(
+    url: str = typer.Option("127.0.0.1:8000", "--url", help="Triton HTTP address of `hackathon serve` (host:port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the page binds (0.0.0.0 = every interface)."),
+    port: int = typer.Option(7860, "--port", help="Port of the page."),
+    max_upload_mb: int = typer.Option(50, "--max-upload-mb", help="Largest clip or photo the page accepts."),
+):
+    """The gate web page: speech + photo + name -> Triton `gate` model -> decision, boxes, spoken reply."""
+    from hackathon.serve.gate_page import serve_page
+
+    serve_page(url=url, host=host, port=port, max_upload_mb=max_upload_mb,
+               echo=lambda line: console.print(line, highlight=False))
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 
