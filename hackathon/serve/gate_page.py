@@ -40,12 +40,18 @@ MASK_WORDS = {
 # Box colours by class: green = ok, red = no mask, orange = worn incorrectly, blue = anything else.
 BOX_COLOURS = {"with_mask": (0, 170, 0), "without_mask": (220, 0, 0), "mask_weared_incorrect": (255, 140, 0)}
 OTHER_BOX_COLOUR = (0, 90, 220)
+ERROR_DETAIL_CHARS = 800  # a server traceback is cut to this on the page; the full one is in its console
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 class GatePageError(HackathonError):
-    """A problem the page shows to the person at the gate instead of a result."""
+    """A problem the page shows to the person at the gate instead of a result; `detail` (e.g. the
+    server's own words) goes below the message, for whoever runs the server."""
+
+    def __init__(self, message: str, fix: str | None = None, detail: str = ""):
+        super().__init__(message, fix=fix)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -246,11 +252,13 @@ def explain_server_error(exc: BaseException, url: str) -> GatePageError:
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "").strip()
         detail = (exc.message() or str(exc)).strip()
-        if status.startswith("4"):  # HTTP 4xx: the request was bad, the server is fine
-            return GatePageError(f"the server refused this request: {detail}",
-                                 fix="check the recording, the photo and the name, then try again")
-        return GatePageError(f"the server failed on this request ({status or 'no status'}): {detail}",
-                             fix="try again; if it keeps failing, look at the `hackathon serve` console")
+        if status.startswith("4"):  # HTTP 4xx: the request was bad (the server names the input), the server is fine
+            first, _, rest = detail.partition("\n")
+            return GatePageError(f"the server refused this request: {first}",
+                                 fix="check the recording, the photo and the name, then try again", detail=rest)
+        return GatePageError(f"the server failed on this request ({status or 'no status'})",
+                             fix="try again; if it keeps failing, look at the `hackathon serve` console",
+                             detail=detail)
     if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         return GatePageError(f"cannot reach the Triton server at {url} ({exc.__class__.__name__}: {exc})",
                              fix=f"start it with `hackathon serve` (or pass `hackathon gate --url HOST:PORT`)")
@@ -281,9 +289,21 @@ def ask_gate(url: str, audio: np.ndarray, image: bytes, name: str) -> tuple[Gate
     return parse_gate(gate), parse_detect(detect)
 
 
+def _markdown_text(text: str) -> str:
+    """Text shown as itself in Markdown (a name like *x* or <b> stays literal)."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]<>()#+-.!|~" else ch for ch in " ".join(text.split()))
+
+
 def error_markdown(exc: HackathonError) -> str:
-    """The error box: what went wrong, then what to do about it."""
-    return f"### Error: {exc.message}\n\n**What to do:** {exc.fix}" if exc.fix else f"### Error: {exc.message}"
+    """The error box: what went wrong, what to do about it, then the server's details (shortened)."""
+    parts = [f"### Error: {_markdown_text(exc.message)}"]
+    if exc.fix:
+        parts.append(f"**What to do:** {exc.fix}")  # our own words, with `commands` formatted
+    detail = getattr(exc, "detail", "").strip()
+    if detail:
+        detail = detail if len(detail) <= ERROR_DETAIL_CHARS else detail[:ERROR_DETAIL_CHARS] + " …"
+        parts.append("Details:\n\n" + "\n".join("    " + line for line in detail.splitlines()))
+    return "\n\n".join(parts)
 
 
 def answer(url: str, audio_path: str | None, image_path: str | None, name: str | None,
@@ -333,7 +353,10 @@ def build_page(url: str):
             shown = answer(url, audio_path, image_path, typed_name)
             return shown["error"], shown["decision"], shown["photo"], shown["transcript"], shown["reply"]
 
-        ask_button.click(on_ask, inputs=[speech, photo, name], outputs=[error, decision, boxes, transcript, reply])
+        outputs = [error, decision, boxes, transcript, reply]
+        # Clear the last answer first, so a new press never leaves an old decision on screen.
+        ask_button.click(lambda: ("", "", None, "", None), outputs=outputs, queue=False).then(
+            on_ask, inputs=[speech, photo, name], outputs=outputs)
     return page
 
 
