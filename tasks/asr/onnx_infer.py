@@ -61,9 +61,11 @@ class AsrPredictor:
         feed = {"audio_signal": feats}
         if "length" in self._input_names:
             feed["length"] = feat_len.astype(np.int64)
-        out = self.session.run(None, feed)[0]
-        stride = feats.shape[2] / out.shape[1]  # the encoder's time subsampling (1, 2, 4, 8, ...)
-        factor = max(1, round(stride))
+        outputs = self.session.run(None, feed)
+        out = outputs[0]
+        if len(outputs) > 1:  # encoded_lengths: each clip's own frame count after subsampling
+            return out, [int(n) for n in outputs[1]]
+        factor = max(1, round(feats.shape[2] / out.shape[1]))  # older exports: the encoder's time subsampling
         return out, [min(out.shape[1], math.ceil(int(n) / factor)) for n in feat_len]
 
     def transcribe_batch(self, clips: list[np.ndarray]) -> list[str]:
@@ -94,16 +96,23 @@ class AsrPredictor:
 
 def load(run_dir: str | Path, prefer_gpu: bool = True) -> AsrPredictor:
     """The predictor of an ASR run dir (reads <run>/export/ only)."""
+    from tasks.asr.export import EXPORT_DIR
+
+    return load_export(Path(run_dir) / EXPORT_DIR, prefer_gpu=prefer_gpu)
+
+
+def load_export(export_dir: str | Path, prefer_gpu: bool = True) -> AsrPredictor:
+    """The predictor of an export folder (a run's export/, or `hackathon asr export --out DIR`)."""
     from omegaconf import OmegaConf
 
     from hackathon.atomic import read_json
     from hackathon.onnx_session import create_session
-    from tasks.asr.export import EXPORT_DIR, ONNX_NAME
+    from tasks.asr.export import ONNX_NAME
 
-    export_dir = Path(run_dir) / EXPORT_DIR
+    export_dir = Path(export_dir)
     for name in (ONNX_NAME, "model_config.yaml", "vocabulary.json"):
         if not (export_dir / name).is_file():
-            raise HackathonError(f"{export_dir / name} not found: {run_dir} has no ASR ONNX export.", fix=EXPORT_FIX)
+            raise HackathonError(f"{export_dir / name} not found: no ASR ONNX export in {export_dir}.", fix=EXPORT_FIX)
     session = create_session(export_dir / ONNX_NAME, EXPORT_FIX, prefer_gpu=prefer_gpu)
     cfg = OmegaConf.load(export_dir / "model_config.yaml")
     vocabulary = list(read_json(export_dir / "vocabulary.json")["vocabulary"])
