@@ -129,13 +129,14 @@ def _stack(rows: list[dict]) -> dict:
 class Models:
     """The four inference callables over the in-process predictors (thread-safe: ONNX Runtime sessions are)."""
 
-    def __init__(self, predictors: dict, cfg):
+    def __init__(self, predictors: dict, cfg, limits: dict | None = None):
+        """`predictors`: task -> predictor (all three for `serve`; one for a deployed Python model)."""
         from omegaconf import OmegaConf
 
-        self.asr, self.tts, self.detect = predictors["asr"], predictors["tts"], predictors["detect"]
-        self.limits = OmegaConf.to_container(cfg.limits, resolve=True)
-        self.gate_cfg = OmegaConf.to_container(cfg.gate, resolve=True)
-        self.tts_rate = int(self.tts.sample_rate)
+        self.asr, self.tts, self.detect = (predictors.get(t) for t in ("asr", "tts", "detect"))
+        self.limits = limits if limits is not None else OmegaConf.to_container(cfg.limits, resolve=True)
+        self.gate_cfg = OmegaConf.to_container(cfg.gate, resolve=True) if cfg is not None else None
+        self.tts_rate = int(self.tts.sample_rate) if self.tts is not None else None
 
     # each run_* takes the flattened rows of one dynamic batch and returns one output dict per row
     def run_asr(self, rows: dict) -> list[dict]:
@@ -184,26 +185,29 @@ class Models:
         return infer
 
 
+# The stable tensor interface (docs/SERVING.md): model -> (inputs, outputs) of (name, Triton type, dims
+# without the batch dimension). Used by `serve` (pytriton) and by the deployed repository's configs.
+INTERFACE = {
+    "asr": ([("audio", "FP32", [-1])], [("text", "BYTES", [1])]),
+    "tts": ([("text", "BYTES", [1])], [("audio", "FP32", [-1]), ("sample_rate", "INT32", [1])]),
+    "detect": ([("image", "UINT8", [-1])],
+               [("boxes", "FP32", [-1, 4]), ("scores", "FP32", [-1]), ("labels", "BYTES", [-1])]),
+    "gate": ([("audio", "FP32", [-1]), ("image", "UINT8", [-1]), ("name", "BYTES", [1])],
+             [("transcript", "BYTES", [1]), ("phrase_ok", "BOOL", [1]), ("mask", "BYTES", [1]),
+              ("admit", "BOOL", [1]), ("reply_text", "BYTES", [1]), ("reply_audio", "FP32", [-1]),
+              ("sample_rate", "INT32", [1])]),
+}
+NUMPY_TYPES = {"FP32": np.float32, "UINT8": np.uint8, "INT32": np.int32, "BOOL": np.bool_, "BYTES": bytes}
+
+
 def tensor_interface():
-    """(inputs, outputs) pytriton Tensors per model: the stable interface of docs/SERVING.md."""
+    """(inputs, outputs) pytriton Tensors per model, from INTERFACE."""
     from pytriton.model_config import Tensor
 
-    audio = Tensor(name="audio", dtype=np.float32, shape=(-1,))
-    image = Tensor(name="image", dtype=np.uint8, shape=(-1,))
-    sample_rate = Tensor(name="sample_rate", dtype=np.int32, shape=(1,))
-    return {
-        "asr": ([audio], [Tensor(name="text", dtype=bytes, shape=(1,))]),
-        "tts": ([Tensor(name="text", dtype=bytes, shape=(1,))],
-                [Tensor(name="audio", dtype=np.float32, shape=(-1,)), sample_rate]),
-        "detect": ([image], [Tensor(name="boxes", dtype=np.float32, shape=(-1, 4)),
-                             Tensor(name="scores", dtype=np.float32, shape=(-1,)),
-                             Tensor(name="labels", dtype=bytes, shape=(-1,))]),
-        "gate": ([audio, image, Tensor(name="name", dtype=bytes, shape=(1,))],
-                 [Tensor(name="transcript", dtype=bytes, shape=(1,)), Tensor(name="phrase_ok", dtype=np.bool_, shape=(1,)),
-                  Tensor(name="mask", dtype=bytes, shape=(1,)), Tensor(name="admit", dtype=np.bool_, shape=(1,)),
-                  Tensor(name="reply_text", dtype=bytes, shape=(1,)),
-                  Tensor(name="reply_audio", dtype=np.float32, shape=(-1,)), sample_rate]),
-    }
+    def tensors(items):
+        return [Tensor(name=n, dtype=NUMPY_TYPES[t], shape=tuple(d)) for n, t, d in items]
+
+    return {model: (tensors(ins), tensors(outs)) for model, (ins, outs) in INTERFACE.items()}
 
 
 # ---------------------------------------------------------------- the server
