@@ -13,7 +13,8 @@ from hackathon.errors import HackathonError
 from hackathon.runner import run_task
 
 pytestmark = pytest.mark.docker
-TAO_STAGES = ("tao_convert", "tao_train", "tao_evaluate", "tao_inference", "tao_score", "tao_export", "tao_engine")
+TAO_STAGES = ("tao_convert", "tao_train", "tao_evaluate", "tao_inference", "tao_score", "tao_export", "export_model",
+              "tao_engine")
 
 
 def _overrides(image: str, network: str, *extra: str) -> list[str]:
