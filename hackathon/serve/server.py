@@ -248,9 +248,11 @@ def serve(asr: Path | None = None, tts: Path | None = None, detect: Path | None 
     from pytriton.triton import Triton, TritonConfig
 
     shim.install(models.limits)
+    log_file = server_log_path(ports["http"])
     config = TritonConfig(http_address=host, grpc_address=host, metrics_address=host,
                           http_port=ports["http"], grpc_port=ports["grpc"], metrics_port=ports["metrics"],
-                          exit_timeout_secs=int(cfg.server.exit_timeout_s), log_verbose=0)
+                          exit_timeout_secs=int(cfg.server.exit_timeout_s), log_verbose=0, log_file=log_file)
+    echo(f"tritonserver log: {log_file}")
     interface = tensor_interface()
     stop = threading.Event()
 
@@ -268,7 +270,12 @@ def serve(asr: Path | None = None, tts: Path | None = None, detect: Path | None 
                                            batcher=DynamicBatcher(
                                                max_queue_delay_microseconds=int(cfg.server.max_queue_delay_us))),
                         strict=True)
-        triton.run()
+        try:
+            triton.run()
+        except Exception as exc:  # pytriton raises its own types; the reason is in tritonserver's log
+            tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
+            raise HackathonError(f"Triton did not start: {exc}\n{tail}",
+                                 fix=f"See {log_file}; `hackathon doctor` checks the Triton Python stub.") from exc
         echo(f"serving {', '.join(MODELS)}: http://{host}:{ports['http']}  grpc {host}:{ports['grpc']}  "
              f"metrics http://{host}:{ports['metrics']}/metrics  (Ctrl-C stops)")
         while not stop.is_set():
@@ -281,6 +288,15 @@ def serve(asr: Path | None = None, tts: Path | None = None, detect: Path | None 
         for s, handler in previous.items():
             signal.signal(s, handler)
         echo("Triton stopped")
+
+
+def server_log_path(http_port: int) -> Path:
+    """tritonserver's own log goes to a file (the console shows our lines only): <runs>/serve/logs/."""
+    from hackathon.paths import runs_root
+
+    folder = runs_root() / "serve" / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{http_port}.log"
 
 
 def check_ports_free(host: str, ports: dict[str, int]) -> None:
