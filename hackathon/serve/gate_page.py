@@ -120,13 +120,14 @@ def check_request(audio_path: str | None, image_path: str | None, name: str | No
 
 
 def gate_inputs(audio: np.ndarray, image: bytes, name: str) -> list:
-    """tritonclient HTTP inputs for the `gate` model: audio FP32 [-1], image UINT8 [-1], name BYTES [1]."""
+    """tritonclient HTTP inputs for the `gate` model: audio FP32 [-1], image UINT8 [-1], name BYTES [1],
+    each with the leading batch dimension of Triton's batching models (a batch of one)."""
     import tritonclient.http as triton_http
 
     tensors = {
-        "audio": (np.ascontiguousarray(audio, dtype=np.float32), "FP32"),
-        "image": (np.frombuffer(image, dtype=np.uint8), "UINT8"),
-        "name": (np.array([name.encode("utf-8")], dtype=np.object_), "BYTES"),
+        "audio": (np.ascontiguousarray(audio, dtype=np.float32)[None, :], "FP32"),
+        "image": (np.frombuffer(image, dtype=np.uint8)[None, :], "UINT8"),
+        "name": (np.array([[name.encode("utf-8")]], dtype=np.object_), "BYTES"),
     }
     inputs = []
     for tensor_name, (array, datatype) in tensors.items():
@@ -137,10 +138,10 @@ def gate_inputs(audio: np.ndarray, image: bytes, name: str) -> list:
 
 
 def detect_inputs(image: bytes) -> list:
-    """tritonclient HTTP input for the `detect` model: image UINT8 [-1] (encoded bytes)."""
+    """tritonclient HTTP input for the `detect` model: image UINT8 [-1] (encoded bytes), batch of one."""
     import tritonclient.http as triton_http
 
-    array = np.frombuffer(image, dtype=np.uint8)
+    array = np.frombuffer(image, dtype=np.uint8)[None, :]
     tensor = triton_http.InferInput("image", list(array.shape), "UINT8")
     tensor.set_data_from_numpy(array, binary_data=True)
     return [tensor]
@@ -162,7 +163,7 @@ def _first(result: Any, name: str) -> Any:
 
 
 def parse_gate(result: Any) -> GateResult:
-    """Decode a tritonclient InferResult (anything with as_numpy(name)) of the `gate` model."""
+    """Decode a tritonclient InferResult (anything with as_numpy(name)) of the `gate` model (batch of one)."""
     audio = result.as_numpy("reply_audio")
     return GateResult(
         transcript=_text(_first(result, "transcript")),

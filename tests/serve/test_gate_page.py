@@ -19,6 +19,7 @@ import soundfile as sf
 from PIL import Image
 
 from hackathon.serve import gate_page as gp
+from tests.serve.test_serve import PASS_PHRASE, held_out_clip, mask_image  # noqa: F401 - held_out_clip is a fixture
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -127,11 +128,11 @@ def test_gate_request_tensors_match_the_interface(photo_jpeg):
     image = photo_jpeg.read_bytes()
     inputs = {tensor.name(): tensor for tensor in gp.gate_inputs(audio, image, "张三")}
     assert {name: (t.datatype(), t.shape()) for name, t in inputs.items()} == {
-        "audio": ("FP32", [1600]), "image": ("UINT8", [len(image)]), "name": ("BYTES", [1])}
+        "audio": ("FP32", [1, 1600]), "image": ("UINT8", [1, len(image)]), "name": ("BYTES", [1, 1])}
     assert inputs["image"]._get_binary_data() == image
     assert list(deserialize_bytes_tensor(inputs["name"]._get_binary_data())) == ["张三".encode()]
     (detect,) = gp.detect_inputs(image)
-    assert (detect.name(), detect.datatype(), detect.shape()) == ("image", "UINT8", [len(image)])
+    assert (detect.name(), detect.datatype(), detect.shape()) == ("image", "UINT8", [1, len(image)])
 
 
 # ---------------------------------------------------------------- outputs
@@ -294,12 +295,18 @@ class OfflineBrowser:
     """Debian's chromium, headless, driven by Playwright. Every request that leaves 127.0.0.1 is refused
     and recorded (the gate machine is offline: the page must render without fonts or scripts from a CDN)."""
 
-    def __init__(self):
+    def __init__(self, fake_media: bool = False):
         from playwright.sync_api import sync_playwright
 
+        # fake_media: chromium's built-in test microphone (beeps) and camera (a moving test pattern),
+        # allowed without a permission prompt: the record and webcam paths run for real.
+        args = CHROMIUM_ARGS + (["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+                                if fake_media else [])
         self._playwright = sync_playwright().start()
-        self.browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        self.page = self.browser.new_page(viewport={"width": 1280, "height": 1100})
+        self.browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        context = self.browser.new_context(viewport={"width": 1280, "height": 1100},
+                                           permissions=["microphone", "camera"] if fake_media else [])
+        self.page = context.new_page()
         self.outside: list[str] = []
         self.page.route("**/*", self._only_loopback)
 
@@ -316,13 +323,22 @@ class OfflineBrowser:
         self._playwright.stop()
 
 
-@pytest.fixture
-def browser():
+def _browser(fake_media: bool):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (the gate page is tested in a real browser)")
-    offline = OfflineBrowser()
+    offline = OfflineBrowser(fake_media=fake_media)
     yield offline
     offline.close()
+
+
+@pytest.fixture
+def browser():
+    yield from _browser(fake_media=False)
+
+
+@pytest.fixture
+def browser_with_devices():
+    yield from _browser(fake_media=True)
 
 
 def fill_form(page, clip: Path | None, photo: Path | None, name: str) -> None:
@@ -352,9 +368,39 @@ def reply_audio_sources(page) -> list[str]:
     return page.eval_on_selector_all("#reply audio", "els => els.map(e => e.currentSrc || e.src).filter(Boolean)")
 
 
-def test_gate_page_in_chromium_admits_refuses_and_survives_a_bad_request(serve_url, gate_demo_inputs, browser,
+@pytest.fixture(scope="module")
+def gate_demo_inputs(held_out_clip, tmp_path_factory) -> dict:
+    """Files a person would upload: the demo's held-out pass-phrase clip (wav) and demo mask photos (PNG)."""
+    from data_tools.audio import write_wav
+
+    folder = tmp_path_factory.mktemp("gate_page_inputs")
+    audio, text = held_out_clip
+    assert text == PASS_PHRASE, f"the ASR run got no pass-phrase clip right (best: {text})"
+    files = {"clip": write_wav(folder / "pass_phrase.wav", audio, gp.ASR_SAMPLE_RATE), "name": "王芳"}
+    for label in ("with_mask", "without_mask"):
+        image, _ = mask_image(label)
+        image.save(folder / f"{label}.png", format="PNG")
+        files[label] = folder / f"{label}.png"
+    return files
+
+
+@pytest.mark.slow
+def test_ask_gate_against_the_real_server(triton_server, gate_demo_inputs):
+    audio = gp.load_speech(gate_demo_inputs["clip"])
+    photo = gp.load_photo(gate_demo_inputs["with_mask"])
+    result, detections = gp.ask_gate(triton_server.http, audio, photo, "王芳")
+    assert result.admit and result.transcript == PASS_PHRASE and result.mask == "with_mask"
+    assert result.reply_text == "您好，王芳，欢迎回家，二维码有效请您通过。"
+    assert gp.reply_for_player(result)[1].size > result.sample_rate * 0.5
+    assert "with_mask" in detections.labels
+    drawn = np.asarray(gp.draw_boxes(photo, detections))
+    assert (drawn == np.array(gp.BOX_COLOURS["with_mask"], np.uint8)).all(axis=-1).sum() > 50  # a box outline
+
+
+@pytest.mark.slow
+def test_gate_page_in_chromium_admits_refuses_and_survives_a_bad_request(triton_server, gate_demo_inputs, browser,
                                                                         tmp_path):
-    proc, page_url = start_page(serve_url, tmp_path / "gate_page.log")
+    proc, page_url = start_page(triton_server.http, tmp_path / "gate_page.log")
     shots = results_dir()
     try:
         page = browser.page
@@ -367,8 +413,8 @@ def test_gate_page_in_chromium_admits_refuses_and_survives_a_bad_request(serve_u
         page.screenshot(path=str(shots / "admitted.png"), full_page=True)
         print(f"screenshot: {shots / 'admitted.png'}")
         assert "ADMITTED" in shown, shown
-        assert gate_demo_inputs["name"] in page.locator("#decision").inner_text()
-        assert page.locator("#transcript textarea, #transcript input").first.input_value().strip()
+        assert "您好，王芳，欢迎回家" in page.locator("#decision").inner_text()
+        assert page.locator("#transcript textarea, #transcript input").first.input_value() == PASS_PHRASE
         assert page.locator("#boxes img").count() == 1
         assert reply_audio_sources(page), page.locator("#reply").inner_html()[:2000]
         assert page.eval_on_selector_all("#reply audio", "els => els.some(e => e.autoplay)") is False
@@ -386,7 +432,7 @@ def test_gate_page_in_chromium_admits_refuses_and_survives_a_bad_request(serve_u
         shown = press_and_wait(page)
         page.screenshot(path=str(shots / "refused_no_mask.png"), full_page=True)
         print(f"screenshot: {shots / 'refused_no_mask.png'}")
-        assert "REFUSED" in shown and "mask" in shown.split("REFUSED")[1], shown
+        assert "REFUSED: no mask" in shown and "对不起，王芳，请您戴好口罩。" in shown, shown
         assert page.locator("#gate-error h3").count() == 0
         assert reply_audio_sources(page)
         assert browser.outside == [], f"the page tried to reach the internet: {browser.outside}"
@@ -410,5 +456,31 @@ def test_gate_page_with_the_server_down_shows_an_error_and_keeps_working(browser
             assert page.locator("#ask").is_enabled()
         page.screenshot(path=str(results_dir() / "server_down.png"), full_page=True)
         assert browser.outside == [], f"the page tried to reach the internet: {browser.outside}"
+    finally:
+        stop_page(proc)
+
+
+@pytest.mark.slow
+def test_gate_page_records_from_the_microphone_and_takes_a_webcam_photo(triton_server, browser_with_devices, tmp_path):
+    """The other two sources: a recording made in the browser (chromium's test microphone: beeps) and a
+    webcam snapshot (its test pattern) reach the server; beeps are not the pass phrase -> refused, saying so."""
+    proc, page_url = start_page(triton_server.http, tmp_path / "gate_page.log")
+    try:
+        page = browser_with_devices.page
+        page.goto(page_url)
+        page.locator("#ask").wait_for()
+        page.locator("#speech button.record-button").click()
+        page.wait_for_timeout(2000)
+        page.locator("#speech button.stop-button").first.click()
+        page.wait_for_function("() => [...document.querySelectorAll('#speech audio')].some(e => e.currentSrc)")
+        page.get_by_text("Click to Access Webcam").click()
+        page.locator("#photo button[aria-label='capture photo']").click()
+        page.locator("#photo img").first.wait_for()
+        page.locator("#name textarea, #name input").first.fill("王芳")
+        shown = press_and_wait(page)
+        page.screenshot(path=str(results_dir() / "microphone_webcam.png"), full_page=True)
+        assert "REFUSED" in shown and "pass phrase not recognised" in shown, shown
+        assert reply_audio_sources(page)
+        assert browser_with_devices.outside == [], browser_with_devices.outside
     finally:
         stop_page(proc)
