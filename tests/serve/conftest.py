@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Shrunk pipelines: enough to serve correct answers on the demo data, small enough for a 2-core CPU.
 ASR_OVERRIDES = ["trainer.max_epochs=14", "data.demo.renditions=2"]
-DETECT_OVERRIDES = ["demo.num_images=240", "torch.epochs=4", "torch.input_size=192"]
+DETECT_OVERRIDES = ["demo.num_images=320", "torch.epochs=5", "torch.max_train_minutes=0"]  # steps, not wall-clock
 TTS_OVERRIDES = [
     "fastpitch.model_overrides.model.symbols_embedding_dim=32",
     "fastpitch.model_overrides.model.input_fft.n_layer=1",
