@@ -36,8 +36,11 @@ TTS_OVERRIDES = [
     "fastpitch.model_overrides.model.output_fft.d_inner=64",
     "fastpitch.model_overrides.model.duration_predictor.filter_size=32",
     "fastpitch.model_overrides.model.pitch_predictor.filter_size=32",
+    "fastpitch.batch_size=4",
     "fastpitch.trainer.max_epochs=2",
     "fastpitch.trainer.max_time=null",
+    "fastpitch.trainer.check_val_every_n_epoch=2",
+    "sup_data.pitch_fmax=600",
     "hifigan.enabled=false",
     "vocoder=griffin_lim",
     "griffin_lim.n_iter=8",
@@ -61,6 +64,18 @@ def _env(base: Path | None = None) -> dict:
     return env
 
 
+def tts_corpus(root: Path) -> Path:
+    """The TTS pipeline test's 9-sentence espeak corpus (the serving tests only need audio at the rate)."""
+    from data_tools.manifest import write_manifest
+    from tests.tts.test_pipeline import SPLIT_NAMES, TEMPLATE, espeak
+
+    for split, names in SPLIT_NAMES.items():
+        entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))
+                   for i, n in enumerate(names)]
+        write_manifest(root / f"{split}_manifest.json", entries)
+    return root
+
+
 @pytest.fixture(scope="session")
 def serve_runs(tmp_path_factory) -> dict[str, Path]:
     given = os.environ.get("HACKATHON_SERVE_TEST_RUNS")
@@ -69,11 +84,13 @@ def serve_runs(tmp_path_factory) -> dict[str, Path]:
         return {task: Path(runs[task]) for task in ("asr", "tts", "detect")}
     base = tmp_path_factory.mktemp("serve_runs")
     runs = {}
+    extra = {"asr": [], "detect": [], "tts": [f"data.source={tts_corpus(base / 'tts_corpus')}"]}
     for task in ("asr", "detect", "tts"):
         run_dir = base / "runs" / task / "tiny"
         log = base / f"{task}.log"
         with open(log, "w") as fh:
-            proc = subprocess.run([hackathon_exe(), "run", task, "--run-dir", str(run_dir), *OVERRIDES[task]],
+            proc = subprocess.run([hackathon_exe(), "run", task, "--run-dir", str(run_dir), *OVERRIDES[task],
+                                   *extra[task]],
                                   env=_env(base), stdout=fh, stderr=subprocess.STDOUT, timeout=1500)
         assert proc.returncode == 0, f"hackathon run {task} failed:\n{log.read_text()[-4000:]}"
         runs[task] = run_dir
