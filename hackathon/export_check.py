@@ -37,3 +37,8 @@ def record_check(ctx, check: dict, metrics: dict) -> None:
 
 def agreement(k: int, n: int) -> str:
     return f"{k}/{n}"
+
+
+def sig(value: float, digits: int = 3) -> float:
+    """`value` to `digits` significant digits (3.7e-08 stays 3.7e-08, where round(x, 7) would say 0)."""
+    return float(f"{float(value):.{digits}g}")

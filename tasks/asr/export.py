@@ -19,7 +19,7 @@ from types import MethodType
 
 from hackathon.atomic import atomic_path, atomic_write_json, atomic_write_text
 from hackathon.errors import HackathonError
-from hackathon.export_check import agreement, write_check
+from hackathon.export_check import agreement, sig, write_check
 
 NEMO_NAME = "asr_model.nemo"
 ONNX_NAME = "asr_model.onnx"
@@ -126,13 +126,13 @@ def check_onnx(model, export_dir: Path, clips: list[tuple[str, object]]) -> dict
         diff, batch_diff = max(diff, d), max(batch_diff, bd)
         items.append({"audio_filepath": path, "nemo": nemo_text, "onnx": predictor.transcribe(clip),
                       "onnx_batched": batched_texts[i], "frames": int(len(ref)), "onnx_frames": int(one_len[0]),
-                      "max_abs_logprob_diff": round(d, 7)})
+                      "max_abs_logprob_diff": sig(d)})
     same = sum(it["nemo"] == it["onnx"] for it in items)
     same_batched = sum(it["nemo"] == it["onnx_batched"] for it in items)
     frames_equal = all(it["frames"] == it["onnx_frames"] for it in items)
     passed = same == same_batched == len(items) and frames_equal and max(diff, batch_diff) <= LOGPROB_TOLERANCE
     return {"task": "asr", "framework": "NeMo", "runtime": "onnxruntime", "n_inputs": len(items),
-            "max_abs_diff": {"logprobs": round(diff, 7), "logprobs_batched": round(batch_diff, 7)},
+            "max_abs_diff": {"logprobs": sig(diff), "logprobs_batched": sig(batch_diff)},
             "agreement": {"transcripts": agreement(same, len(items)), "transcripts_batched": agreement(same_batched, len(items))},
             "tolerances": {"logprobs": LOGPROB_TOLERANCE, "transcripts": "identical"},
             "passed": passed, "items": items,

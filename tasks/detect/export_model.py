@@ -28,7 +28,7 @@ import numpy as np
 
 from hackathon.atomic import atomic_path, atomic_write_json
 from hackathon.errors import HackathonError
-from hackathon.export_check import agreement, record_check, write_check
+from hackathon.export_check import agreement, record_check, sig, write_check
 from tasks.detect.onnx_infer import EXPORT_DIR, INFO_NAME, ONNX_NAME
 
 SCORE_TOLERANCE = 1e-3  # softmax scores in [0, 1]
@@ -98,14 +98,14 @@ def compare_image(ref: dict, got: dict, min_score: float, min_iou: float) -> dic
     score_diff = max((abs(float(ref["scores"][i] - got["scores"][j])) for i, j in pairs), default=0.0)
     box_diff = max((float(np.abs(ref["boxes"][i] - got["boxes"][j]).max()) for i, j in pairs), default=0.0)
     return {"torch_detections": int(len(ref["scores"])), "onnx_detections": int(len(got["scores"])),
-            "matched": len(pairs), "score_max_abs_diff": round(score_diff, 7), "box_max_abs_diff_px": round(box_diff, 4)}
+            "matched": len(pairs), "score_max_abs_diff": sig(score_diff), "box_max_abs_diff_px": sig(box_diff)}
 
 
 def torch_detections(model, image: np.ndarray) -> dict:
     import torch
 
     with torch.no_grad():
-        out = model([torch.from_numpy(image).permute(2, 0, 1).float().div(255)])[0]
+        out = model([torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)])[0]
     return {"boxes": out["boxes"].numpy(), "scores": out["scores"].numpy(), "labels": out["labels"].numpy()}
 
 

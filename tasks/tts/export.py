@@ -24,7 +24,7 @@ import numpy as np
 
 from hackathon.atomic import atomic_path, atomic_write_text
 from hackathon.errors import HackathonError
-from hackathon.export_check import agreement, record_check, write_check
+from hackathon.export_check import agreement, record_check, sig, write_check
 from tasks.tts.onnx_infer import DICT_NAME, EXPORT_DIR, FASTPITCH_ONNX, HIFIGAN_ONNX, SETTINGS
 
 MEL_TOLERANCE = 1e-2  # log-mel units; spectra differ audibly from ~0.1 on
@@ -78,7 +78,7 @@ def check_export(model, hifigan, predictor, sentences: list[str], pace: float) -
         d = float(np.abs(ref[:, :n] - got[:, :n]).max()) if n else 0.0
         mel_diff = max(mel_diff, d)
         item = {"text": text, "tokens_identical": tokens == nemo_tokens, "frames": int(ref.shape[1]),
-                "onnx_frames": int(got.shape[1]), "mel_max_abs_diff": round(d, 7)}
+                "onnx_frames": int(got.shape[1]), "mel_max_abs_diff": sig(d)}
         if hifigan is not None:
             wave_ref = nemo_waveform(hifigan, ref)
             name = predictor.hifigan.get_inputs()[0].name
@@ -86,19 +86,20 @@ def check_export(model, hifigan, predictor, sentences: list[str], pace: float) -
             m = min(len(wave_ref), len(wave))
             wd = float(np.abs(wave_ref[:m] - wave[:m]).max()) if m else 0.0
             wave_diff = max(wave_diff, wd)
-            item.update(samples=len(wave_ref), onnx_samples=len(wave), waveform_max_abs_diff=round(wd, 7))
+            item.update(samples=len(wave_ref), onnx_samples=len(wave), waveform_max_abs_diff=sig(wd),
+                        waveform_peak=sig(np.abs(wave_ref).max()) if len(wave_ref) else 0.0)
         items.append(item)
     n = len(items)
     same_tokens = sum(it["tokens_identical"] for it in items)
     same_frames = sum(it["frames"] == it["onnx_frames"] for it in items)
     check = {"task": "tts", "framework": "NeMo", "runtime": "onnxruntime", "n_inputs": n, "pace": pace,
-             "max_abs_diff": {"mel": round(mel_diff, 7)},
+             "max_abs_diff": {"mel": sig(mel_diff)},
              "agreement": {"tokens": agreement(same_tokens, n), "mel_frames": agreement(same_frames, n)},
              "tolerances": {"mel": MEL_TOLERANCE}, "vocoder_exported": hifigan is not None, "items": items,
              "notes": [] if hifigan is not None else ["no HiFiGAN in this run: Griffin-Lim (numpy) vocodes, nothing to export"]}
     if hifigan is not None:
         same_len = sum(it["samples"] == it["onnx_samples"] for it in items)
-        check["max_abs_diff"]["waveform"] = round(wave_diff, 7)
+        check["max_abs_diff"]["waveform"] = sig(wave_diff)
         check["agreement"]["waveform_samples"] = agreement(same_len, n)
         check["tolerances"]["waveform"] = WAVEFORM_TOLERANCE
         wave_ok = same_len == n and wave_diff <= WAVEFORM_TOLERANCE

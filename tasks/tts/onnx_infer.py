@@ -51,7 +51,7 @@ class TtsPredictor:
     """`synthesize(text) -> float32 waveform at .sample_rate` with the exported FastPitch (+ HiFiGAN)."""
 
     def __init__(self, export_dir: Path, settings, tokenizer, fastpitch, vocoder_kind: str, hifigan=None,
-                 griffin_lim_cfg=None):
+                 griffin_lim_cfg=None, pace: float = 1.0):
         from tasks.tts.vocoder import MelSettings
 
         self.export_dir = export_dir
@@ -61,6 +61,7 @@ class TtsPredictor:
         self.hifigan = hifigan
         self.vocoder_kind = vocoder_kind
         self.griffin_lim_cfg = griffin_lim_cfg
+        self.pace = float(pace)
         self.mel = MelSettings(**settings.mel)
         self.sample_rate: int = int(self.mel.sample_rate)
 
@@ -91,8 +92,9 @@ class TtsPredictor:
         return griffin_lim(log_mel, self.mel, n_iter=int(c.n_iter), power=float(c.power),
                            momentum=float(c.momentum), oversample=int(c.oversample))
 
-    def synthesize(self, text: str, pace: float = 1.0) -> np.ndarray:
-        return self.vocode(self.mel_of_tokens(self.tokens(text), pace))
+    def synthesize(self, text: str, pace: float | None = None) -> np.ndarray:
+        """Float32 waveform at self.sample_rate; pace defaults to the run's synthesize.pace."""
+        return self.vocode(self.mel_of_tokens(self.tokens(text), self.pace if pace is None else float(pace)))
 
 
 def load(run_dir: str | Path, vocoder: str | None = None, prefer_gpu: bool = True) -> TtsPredictor:
@@ -125,4 +127,5 @@ def load(run_dir: str | Path, vocoder: str | None = None, prefer_gpu: bool = Tru
         raise HackathonError(f"The tokenizer rebuilt from {export_dir / SETTINGS} has other tokens than the exported "
                              "FastPitch was trained with (NeMo or pypinyin changed since the export?).", fix=EXPORT_FIX)
     fastpitch = create_session(export_dir / FASTPITCH_ONNX, EXPORT_FIX, prefer_gpu=prefer_gpu)
-    return TtsPredictor(export_dir, settings, tokenizer, fastpitch, kind, hifigan, cfg.griffin_lim)
+    return TtsPredictor(export_dir, settings, tokenizer, fastpitch, kind, hifigan, cfg.griffin_lim,
+                        pace=float(cfg.synthesize.get("pace", 1.0)))

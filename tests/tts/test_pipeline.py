@@ -158,7 +158,7 @@ def check_predictor_matches_nemo(run_dir: Path) -> None:
     audio, mel = predictor.synthesize(text), predictor.mel_of_tokens(predictor.tokens(text))
     reference, ref_mel = synth.speak(text)
     assert audio.dtype == np.float32 and mel.shape == ref_mel.shape and np.abs(mel - ref_mel).max() < 1e-2
-    assert audio.shape == reference.shape and np.abs(audio - reference).max() < 0.05  # same Griffin-Lim, seeded
+    assert audio.shape == reference.shape and np.abs(audio - reference).max() < 1e-3  # same seeded Griffin-Lim (measured 4e-6)
     hifigan = load(run_dir, vocoder="hifigan").synthesize(text)
     assert hifigan.dtype == np.float32 and len(hifigan) > 0.5 * predictor.sample_rate and np.isfinite(hifigan).all()
     with pytest.raises(HackathonError, match="'3'"):
