@@ -305,6 +305,8 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
 
     for kind, port in ports.items():
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            # as servers do: TIME_WAIT leftovers of a killed server's connections do not block, a listener does
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError as exc:

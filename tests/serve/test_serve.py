@@ -125,7 +125,9 @@ def test_four_models_with_the_documented_interface_and_dynamic_batching(triton_s
 
 
 def test_endpoints_bind_loopback_only(triton_server):
-    """Every listening socket on the three ports is 127.0.0.1 (read from /proc/net/tcp*)."""
+    """Every listening socket on the three ports is 127.0.0.1 (read from /proc/net/tcp*; gRPC listens on an
+    IPv6 socket at the IPv4-mapped ::ffff:127.0.0.1)."""
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}
     listening = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -136,7 +138,7 @@ def test_endpoints_bind_loopback_only(triton_server):
             listening.setdefault(int(port, 16), []).append(addr)
     for kind, port in triton_server.ports.items():
         assert listening.get(port), f"{kind} port {port} not listening"
-        assert all(a == "0100007F" for a in listening[port]), f"{kind} port {port} bound to {listening[port]}"
+        assert set(listening[port]) <= loopback, f"{kind} port {port} bound to {listening[port]}"
 
 
 # ---------------------------------------------------------------- real answers over both protocols
