@@ -497,6 +497,68 @@ def explore(
         serve_dir(index.parent, port=port)
 
 
+# ---------------------------------------------------------------- gate page (issue 11)
+
+@app.command()
+@friendly_errors
+def gate(
+    url: str = typer.Option("127.0.0.1:8000", "--url", help="Triton HTTP address of `hackathon serve` (host:port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the page binds (0.0.0.0 = every interface)."),
+    port: int = typer.Option(7860, "--port", help="Port of the page."),
+    max_upload_mb: int = typer.Option(50, "--max-upload-mb", help="Largest clip or photo the page accepts."),
+):
+    """The gate web page: speech + photo + name -> Triton `gate` model -> decision, boxes, spoken reply."""
+    from hackathon.serve.gate_page import serve_page
+
+    serve_page(url=url, host=host, port=port, max_upload_mb=max_upload_mb,
+               echo=lambda line: console.print(line, highlight=False))
+
+
+# ---------------------------------------------------------------- serve / deploy (issue 11)
+
+deploy_app = typer.Typer(help="Deployment: a Triton model repository for the NGC container.", no_args_is_help=True)
+app.add_typer(deploy_app, name="deploy")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides of specs/serve/<spec>.yaml."),
+    asr: Optional[Path] = typer.Option(None, "--asr", help="ASR run dir (default: the scoreboard's best)."),
+    tts: Optional[Path] = typer.Option(None, "--tts", help="TTS run dir (default: the scoreboard's best)."),
+    detect: Optional[Path] = typer.Option(None, "--detect", help="Detect run dir (default: the scoreboard's best)."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec name in specs/serve/ or a YAML path (default: demo)."),
+    host: Optional[str] = typer.Option(None, "--host", help="Bind address of HTTP, gRPC and metrics (default 127.0.0.1)."),
+    http_port: Optional[int] = typer.Option(None, "--http-port", help="HTTP port (default 8000)."),
+    grpc_port: Optional[int] = typer.Option(None, "--grpc-port", help="gRPC port (default 8001)."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Metrics port (default 8002)."),
+):
+    """Serve asr, tts, detect and gate with Triton Inference Server (HTTP + gRPC, dynamic batching)."""
+    from hackathon.serve.server import serve as run_server
+
+    run_server(asr=asr, tts=tts, detect=detect, spec=spec, overrides=overrides or [], host=host, http_port=http_port,
+               grpc_port=grpc_port, metrics_port=metrics_port, echo=lambda line: console.print(line, highlight=False))
+
+
+@deploy_app.command("triton-repo")
+@friendly_errors
+def deploy_triton_repo(
+    out: Path = typer.Option(..., "--out", help="New (or empty) folder for the model repository."),
+    asr: Optional[Path] = typer.Option(None, "--asr", help="ASR run dir (default: the scoreboard's best)."),
+    tts: Optional[Path] = typer.Option(None, "--tts", help="TTS run dir (default: the scoreboard's best)."),
+    detect: Optional[Path] = typer.Option(None, "--detect", help="Detect run dir (default: the scoreboard's best)."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Serve spec (gate texts and limits) name or YAML path."),
+    engines: bool = typer.Option(False, "--engines", help="Also build TensorRT plans with trtexec (needs a GPU)."),
+    run: bool = typer.Option(False, "--run", help="Start the NGC Triton container on the repository (docker)."),
+    image: Optional[str] = typer.Option(None, "--image", help="Triton image (default from specs/serve/<spec>.yaml)."),
+):
+    """Write a Triton model repository (config.pbtxt + versioned models) and print the docker run command."""
+    from hackathon.serve.triton_repo import deploy_command
+
+    for line in deploy_command(out, asr=asr, tts=tts, detect=detect, spec=spec, engines=engines, run=run, image=image):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console script entry is `app`
     app()
 

@@ -201,6 +201,20 @@ def check_versions() -> list[Check]:
     return checks
 
 
+def check_triton_libpython() -> Check:
+    """pytriton's Triton Python stub must load this interpreter's libpython (hackathon/serve/libpython.py)."""
+    from hackathon.serve.libpython import diagnose
+
+    found = diagnose()
+    if found.stub is None:
+        return Check("triton python stub", "warn", "nvidia-pytriton is not installed (hackathon serve needs it)",
+                     "pip install -e '.[serve]' in the repo's .venv", frozenset())
+    if not found.problem:
+        return Check("triton python stub", "ok", f"loads {found.resolved} (this interpreter's own)", "", frozenset())
+    status = "warn" if found.needed_dir else "fail"
+    return Check("triton python stub", status, found.problem, found.fix, frozenset())
+
+
 def run_checks() -> list[Check]:
     checks = [check_python(),
               check_tool("ffmpeg", ["-version"], "ffmpeg", AUDIO),
@@ -210,6 +224,7 @@ def run_checks() -> list[Check]:
     checks += docker_checks()
     checks += [check_gpus(), check_ngc_login(), check_disk()]
     checks += check_versions()
+    checks.append(check_triton_libpython())
     return checks
 
 

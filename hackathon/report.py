@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from hackathon.atomic import atomic_write_text, read_json
+from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
 from hackathon.logs import get_logger, redact
 
 log = get_logger("hackathon.report")
@@ -254,6 +254,25 @@ def _read_json_or_note(path: Path, problems: list[str]) -> dict:
         problems.append(f"could not read {path.name}: {exc}")
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def add_report_assets(run_dir: str | Path, images=(), audio=(), tables=(), prefix: str = "",
+                      stage: str | None = None) -> Path:
+    """Merge entries into <run-dir>/report_assets.json (what several stages show in one report).
+
+    `prefix` is prepended to relative image/audio paths. An entry replaces one with the same path (images,
+    audio) or title (tables); with `stage`, every entry that stage wrote before is dropped first, so a
+    re-run stage leaves no stale pictures behind."""
+    path = Path(run_dir) / "report_assets.json"
+    assets = read_json(path, default=None) or {}
+    for kind, new, key in (("images", images, "path"), ("audio", audio, "path"), ("tables", tables, "title")):
+        new = [{**item, **({"path": prefix + item["path"]} if key == "path" else {}),
+                **({"stage": stage} if stage else {})} for item in new]
+        keys = {item[key] for item in new}
+        kept = [a for a in assets.get(kind, []) if a.get(key) not in keys and not (stage and a.get("stage") == stage)]
+        assets[kind] = kept + new
+    atomic_write_json(path, assets)
+    return path
 
 
 def render_report(run_dir: str | Path) -> str:

@@ -17,13 +17,13 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_json, atomic_write_jsonl
+from hackathon.atomic import atomic_path, atomic_write_jsonl
+from hackathon.report import add_report_assets
 from tasks.asr.model import read_vocabulary_report, restore_model
 from tasks.asr.prepare import manifest_path, read_summary
 from tasks.asr.train import TRAINED_MODEL
 
 PREDICTIONS_FILE = "predictions.jsonl"
-REPORT_ASSETS_FILE = "report_assets.json"
 WORST_AUDIO_DIR = "report/worst"
 
 
@@ -136,7 +136,7 @@ def score_stage(ctx) -> None:
                  "utterances": rep["n_utts_affected"]} for split, rep in oov.items() if rep["n_chars"]]},
         ],
     }
-    atomic_write_json(ctx.path(REPORT_ASSETS_FILE), assets)
+    add_report_assets(ctx.run_dir, stage="score", **assets)  # the export stage's parity table stays
     ctx.write_metrics({"cer": totals["cer"], "wer": totals["wer"], "wer_unit": wer_unit,
                        "n_utts": len(rows), "n_failed": len(failed), "language": language})
     ctx.record(cer=totals["cer"], wer=totals["wer"], n_utts=len(rows), n_failed=len(failed))

@@ -1,77 +1,143 @@
 """Export stage and `hackathon asr export RUN_DIR|MODEL.nemo`: a deployable .nemo and an ONNX model.
 
-The ONNX graph is NeMo's export of encoder + CTC decoder: input `audio_signal` = log-mel features
-[batch, features, frames] (the preprocessor settings are in export/model_config.yaml) plus `length`,
-output = per-frame log-probabilities [batch, frames, vocabulary + blank]. Greedy decoding = argmax per
-frame, merge repeats, drop blank (the last index). The export is checked: onnxruntime's greedy text
-must equal NeMo's on a few clips (export/onnx_check.json); a mismatch fails the export.
+The ONNX graph is the model's encoder + CTC decoder: inputs `audio_signal` = log-mel features
+[batch, features, frames] (the preprocessor settings are in export/model_config.yaml) and `length`
+[batch]; outputs per-frame log-probabilities [batch, frames, vocabulary + blank] and `encoded_lengths`.
+The encoder's padding masks stay in the graph (see dynamic_conv_masks), so a padded batch gives each clip
+what it gets alone. Greedy decoding = argmax per frame, merge repeats, drop blank (the last index).
+tasks/asr/onnx_infer.py is the in-process predictor (features + session + decoding) that `serve` runs.
+The export is checked against NeMo with that predictor on a few test clips (export/export_check.json:
+max log-prob difference, transcripts one at a time and batched); a disagreement fails the export.
 """
 
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from types import MethodType
 
 from hackathon.atomic import atomic_path, atomic_write_json, atomic_write_text
 from hackathon.errors import HackathonError
+from hackathon.export_check import agreement, sig, write_check
 
 NEMO_NAME = "asr_model.nemo"
 ONNX_NAME = "asr_model.onnx"
 EXPORT_DIR = "export"
 
 
-def features(model, clip):
-    """Log-mel features exactly as the NeMo model computes them (eval mode: no dither, no augment)."""
-    import torch
-
-    model.eval()
-    with torch.inference_mode():
-        signal = torch.from_numpy(clip).unsqueeze(0)
-        length = torch.tensor([signal.shape[1]])
-        feats, feat_len = model.preprocessor(input_signal=signal, length=length)
-    return feats.numpy(), feat_len.numpy()
+LOGPROB_TOLERANCE = 1e-3  # max |NeMo - onnxruntime| log-probability: float32 round-off, far below a decision
 
 
-def greedy_ctc_text(log_probs, vocabulary: list[str], length: int | None = None) -> str:
-    """Best path: argmax per frame, merge repeats, drop the blank (index len(vocabulary))."""
-    ids = log_probs.argmax(-1)[: length if length is not None else None]
-    blank = len(vocabulary)
-    out, prev = [], None
-    for i in ids.tolist():
-        if i != prev and i != blank:
-            out.append(vocabulary[i])
-        prev = i
-    return "".join(out)
+@contextmanager
+def dynamic_conv_masks(model):
+    """Keep the encoder's padding masks in the exported graph, computed from the input length.
+
+    NeMo's own export switches MaskedConv1d masks off and drops the `length` input; a padded batch then
+    leaks the padding into each clip's last frames (measured: '我忘记带门禁卡了' came out as
+    '我忘记带门禁卡了外' in a batch). Its cached position table would be traced as a constant of the example's
+    length, so it is replaced by an arange of the actual length for the export."""
+    from nemo.collections.asr.parts.submodules.jasper import MaskedConv1d
+
+    def mask_input(self, x, lens):
+        import torch
+
+        positions = torch.arange(x.size(2), device=x.device).unsqueeze(0)
+        return x * (positions < lens.unsqueeze(1)).unsqueeze(1).to(x.dtype)
+
+    convs = [m for m in model.modules() if isinstance(m, MaskedConv1d) and m.use_mask]
+    for m in convs:
+        m.mask_input = MethodType(mask_input, m)
+    try:
+        yield
+    finally:
+        for m in convs:
+            del m.mask_input
 
 
-def onnx_transcribe(session, model, clip) -> str:
-    feats, feat_len = features(model, clip)
-    inputs = {i.name for i in session.get_inputs()}
-    feed = {"audio_signal": feats}
-    if "length" in inputs:
-        feed["length"] = feat_len.astype("int64")
-    log_probs = session.run(None, feed)[0][0]
-    return greedy_ctc_text(log_probs, list(model.decoder.vocabulary))
+class _CtcForExport:
+    """encoder + CTC decoder with lengths in and out (built lazily: torch is imported inside)."""
+
+    @staticmethod
+    def build(model):
+        import torch
+
+        class CtcGraph(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.encoder, self.decoder = model.encoder, model.decoder
+
+            def forward(self, audio_signal, length):
+                encoded, encoded_len = self.encoder(audio_signal=audio_signal, length=length)
+                return self.decoder(encoder_output=encoded), encoded_len
+
+        return CtcGraph().eval()
 
 
 def export_onnx(model, target: Path) -> Path:
+    """audio_signal [B, features, T] + length [B] -> logprobs [B, T', vocabulary + blank] + encoded_lengths [B]."""
+    import torch
+
     model.eval()
-    with atomic_path(target, suffix=".onnx") as tmp:
-        model.export(str(tmp))
+    graph = _CtcForExport.build(model)
+    n_feat = int(model.cfg.preprocessor.features)
+    example = (torch.randn(2, n_feat, 160), torch.tensor([160, 97], dtype=torch.int64))
+    with atomic_path(target, suffix=".onnx") as tmp, dynamic_conv_masks(model), torch.inference_mode():
+        torch.onnx.export(graph, example, str(tmp), input_names=["audio_signal", "length"],
+                          output_names=["logprobs", "encoded_lengths"], opset_version=17, dynamo=False,
+                          dynamic_axes={"audio_signal": {0: "batch", 2: "frames"}, "length": {0: "batch"},
+                                        "logprobs": {0: "batch", 1: "encoded_frames"},
+                                        "encoded_lengths": {0: "batch"}})
     return target
 
 
-def check_onnx(model, onnx_path: Path, clips: list[tuple[str, object]]) -> dict:
-    """Compare onnxruntime's greedy text with NeMo's transcribe on the same clips."""
-    import onnxruntime as ort
+def nemo_log_probs(model, clip):
+    """NeMo's own per-frame log-probabilities of one clip (its preprocessor, encoder, decoder)."""
+    import torch
 
+    model.eval()  # NeMo's transcribe() leaves the encoder in training mode (measured with nemo 3.0)
+    with torch.inference_mode():
+        signal = torch.from_numpy(clip).unsqueeze(0)
+        log_probs, encoded_len, _ = model(input_signal=signal, input_signal_length=torch.tensor([signal.shape[1]]))
+    return log_probs[0, : int(encoded_len[0])].numpy()
+
+
+def check_onnx(model, export_dir: Path, clips: list[tuple[str, object]]) -> dict:
+    """NeMo vs the ONNX predictor (tasks/asr/onnx_infer.py, what `serve` runs) on the same clips: max
+    log-probability difference, greedy transcripts one at a time and as one padded batch."""
+    import numpy as np
+
+    from tasks.asr.onnx_infer import load_export
     from tasks.asr.transcribe import transcribe_arrays
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    nemo_texts = transcribe_arrays(model, [c for _, c in clips], batch_size=1)
-    pairs = [{"audio_filepath": path, "nemo": nt, "onnx": onnx_transcribe(session, model, clip)}
-             for (path, clip), nt in zip(clips, nemo_texts)]
-    return {"n_utts": len(pairs), "identical": all(p["nemo"] == p["onnx"] for p in pairs), "pairs": pairs}
+    model.eval()  # no dither, no SpecAugment: NeMo's deterministic inference path
+    predictor = load_export(export_dir, prefer_gpu=False)
+    audio = [c for _, c in clips]
+    nemo_texts = transcribe_arrays(model, audio, batch_size=1)
+    batched_texts = predictor.transcribe_batch(audio)
+    batch_lp, batch_len = predictor.log_probs(audio)
+    items, diff, batch_diff = [], 0.0, 0.0
+    for i, ((path, clip), nemo_text) in enumerate(zip(clips, nemo_texts)):
+        ref = nemo_log_probs(model, clip)
+        one_lp, one_len = predictor.log_probs([clip])
+        n = min(len(ref), one_len[0])
+        d = float(np.abs(ref[:n] - one_lp[0, :n]).max()) if n else 0.0
+        bd = float(np.abs(ref[:n] - batch_lp[i, : min(n, batch_len[i])]).max()) if n else 0.0
+        diff, batch_diff = max(diff, d), max(batch_diff, bd)
+        items.append({"audio_filepath": path, "nemo": nemo_text, "onnx": predictor.transcribe(clip),
+                      "onnx_batched": batched_texts[i], "frames": int(len(ref)), "onnx_frames": int(one_len[0]),
+                      "max_abs_logprob_diff": sig(d)})
+    same = sum(it["nemo"] == it["onnx"] for it in items)
+    same_batched = sum(it["nemo"] == it["onnx_batched"] for it in items)
+    frames_equal = all(it["frames"] == it["onnx_frames"] for it in items)
+    passed = same == same_batched == len(items) and frames_equal and max(diff, batch_diff) <= LOGPROB_TOLERANCE
+    return {"task": "asr", "framework": "NeMo", "runtime": "onnxruntime", "n_inputs": len(items),
+            "max_abs_diff": {"logprobs": sig(diff), "logprobs_batched": sig(batch_diff)},
+            "agreement": {"transcripts": agreement(same, len(items)), "transcripts_batched": agreement(same_batched, len(items))},
+            "tolerances": {"logprobs": LOGPROB_TOLERANCE, "transcripts": "identical"},
+            "passed": passed, "items": items,
+            # the fields earlier callers read
+            "n_utts": len(items), "identical": same == len(items)}
 
 
 def noise_clips(sample_rate: int, n: int = 2, seconds: float = 2.0) -> list[tuple[str, object]]:
@@ -83,7 +149,7 @@ def noise_clips(sample_rate: int, n: int = 2, seconds: float = 2.0) -> list[tupl
 
 
 def export_model(model_path: Path, out_dir: Path, check_audio: list[str], onnx: bool = True, log=None) -> dict:
-    """Write out_dir/asr_model.nemo (+ .onnx, model_config.yaml, vocabulary.json, onnx_check.json)."""
+    """Write out_dir/asr_model.nemo (+ .onnx, model_config.yaml, vocabulary.json, export_check.json)."""
     from omegaconf import OmegaConf
 
     from tasks.asr.model import restore_model
@@ -103,14 +169,16 @@ def export_model(model_path: Path, out_dir: Path, check_audio: list[str], onnx: 
         onnx_path = export_onnx(model, out_dir / ONNX_NAME)
         sr = model_sample_rate(model)
         clips = [(p, load_clip(p, sr)) for p in check_audio] or noise_clips(sr)
-        check = check_onnx(model, onnx_path, clips)
-        atomic_write_json(out_dir / "onnx_check.json", check)
-        summary.update(onnx=str(onnx_path), onnx_check={k: check[k] for k in ("n_utts", "identical")})
-        if not check["identical"]:
-            bad = next(p for p in check["pairs"] if p["nemo"] != p["onnx"])
+        check = check_onnx(model, out_dir, clips)
+        check_path = write_check(out_dir, check)
+        (out_dir / "onnx_check.json").unlink(missing_ok=True)  # an older export's check, replaced by export_check.json
+        summary.update(onnx=str(onnx_path), onnx_check={k: check[k] for k in ("n_inputs", "max_abs_diff", "agreement", "passed")})
+        if not check["passed"]:
+            bad = next((p for p in check["items"] if len({p["nemo"], p["onnx"], p["onnx_batched"]}) > 1), check["items"][0])
             raise HackathonError(f"ONNX export of {model_path} disagrees with NeMo on {bad['audio_filepath']}: "
-                                 f"NeMo {bad['nemo']!r} vs ONNX {bad['onnx']!r} (see {out_dir / 'onnx_check.json'}).",
-                                 fix="Report it with the onnx_check.json; deploy the .nemo meanwhile.")
+                                 f"NeMo {bad['nemo']!r} vs ONNX {bad['onnx']!r} (batched {bad['onnx_batched']!r}), "
+                                 f"max log-prob diff {check['max_abs_diff']} (see {check_path}).",
+                                 fix="Report it with the export_check.json; deploy the .nemo meanwhile.")
     return summary
 
 
@@ -133,6 +201,15 @@ def export_stage(ctx) -> None:
     check_audio = spread(test, int(cfg.export.check_utts))
     summary = export_model(ctx.run_dir / TRAINED_MODEL, ctx.dir(EXPORT_DIR), check_audio, onnx=bool(cfg.export.onnx))
     ctx.record(**summary)
+    if summary["onnx_check"]:
+        from hackathon.atomic import read_json
+        from hackathon.export_check import CHECK_NAME, record_check
+
+        check = read_json(ctx.run_dir / EXPORT_DIR / CHECK_NAME)
+        n = check["n_inputs"]
+        same = sum(it["nemo"] == it["onnx"] for it in check["items"])
+        record_check(ctx, check, {"asr_export_max_logprob_diff": check["max_abs_diff"]["logprobs"],
+                                  "asr_export_transcript_agreement": round(same / n, 4) if n else None})
 
 
 def export_command(target: str | Path, out: str | Path | None = None, onnx: bool = True,

@@ -1,8 +1,10 @@
 """`hackathon run detect`: build the stage list for the configured backend.
 
 Shared: prepare -> split -> balance -> export (tasks/detect/stages.py).
-backend=torch: train_torch -> infer -> evaluate (tasks/detect/train_torch.py, tasks/detect/evaluate.py).
-backend=tao:   the TAO helper's stages (tasks/detect/tao_pipeline.py: build_tao_stages).
+backend=torch: train_torch -> infer -> evaluate -> export_model (tasks/detect/train_torch.py, evaluate.py,
+               export_model.py: the detector's ONNX, checked against torchvision).
+backend=tao:   the TAO helper's stages (tasks/detect/tao_pipeline.py: build_tao_stages), export_model
+               collecting TAO's ONNX after tao_export.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def build_stages(cfg):
         raise HackathonError(f"Unknown detect backend {backend!r}.", fix=f"Use backend={' or backend='.join(BACKENDS)}.")
     from hackathon.runner import Stage
     from tasks.detect.evaluate import evaluate_stage
+    from tasks.detect.export_model import export_torch_stage
     from tasks.detect.stages import shared_stages
     from tasks.detect.train_torch import infer_stage, train_stage
 
@@ -29,4 +32,5 @@ def build_stages(cfg):
         Stage("train", train_stage, config_keys=("torch",)),
         Stage("infer", infer_stage, config_keys=("torch.score_threshold", "eval.split")),
         Stage("evaluate", evaluate_stage, config_keys=("eval",)),
+        Stage("export_model", export_torch_stage, config_keys=("onnx", "torch.score_threshold")),
     ]

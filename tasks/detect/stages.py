@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_json, read_json
+from hackathon.atomic import read_json
 from hackathon.errors import HackathonError
 from hackathon.fingerprint import file_sha256
 from hackathon.paths import REPO_ROOT, demo_data_root
@@ -39,16 +39,10 @@ def kitti_dir(ctx, split: str) -> Path:
 
 
 def add_report_assets(ctx, images: list[dict] = (), tables: list[dict] = (), prefix: str = "") -> None:
-    """Merge entries into <run-dir>/report_assets.json; `prefix` is prepended to relative image paths
-    (e.g. 'eval/' for paths relative to the eval folder). Re-running a stage replaces its entries."""
-    path = ctx.run_dir / "report_assets.json"
-    assets = read_json(path, default=None) or {"images": [], "audio": [], "tables": []}
-    for item in images:
-        item = {**item, "path": prefix + item["path"]}
-        assets["images"] = [a for a in assets["images"] if a["path"] != item["path"]] + [item]
-    for table in tables:
-        assets["tables"] = [t for t in assets["tables"] if t["title"] != table["title"]] + [table]
-    atomic_write_json(path, assets)
+    """hackathon.report.add_report_assets for this run (entries replaced by path / title)."""
+    from hackathon.report import add_report_assets as add
+
+    add(ctx.run_dir, images=images, tables=tables, prefix=prefix)
 
 
 def _resolve(p: str) -> Path:

@@ -3,7 +3,8 @@
     (shared prepare / split / balance / export: KITTI at export.width x height, tasks/detect/stages.py)
     -> tao_convert (dataset_convert: TFRecords) -> tao_train (resumes from the newest checkpoint)
     -> tao_evaluate -> tao_inference (threshold 0.01, for mAP) -> tao_score (pycocotools, our scorer)
-    -> tao_export (ONNX) -> tao_engine (optional TensorRT engine in the deploy image)
+    -> tao_export (ONNX) -> export_model (that ONNX collected into export/detector.onnx + detector.json for
+    serving; needs TensorRT plugins, so not run by onnxruntime) -> tao_engine (optional TensorRT engine)
 
 Run-dir layout (the whole run dir is mounted at /workspace/tao-experiments):
     export/kitti/<split>/{images,labels,kitti_index.json}   (shared export stage)   tao/tfrecords/train-*
@@ -447,6 +448,12 @@ def stage_engine(ctx: RunContext) -> None:
 TAO_KEYS = ("network", "image", "gpus", "tao")
 
 
+def _collect_export(ctx: RunContext) -> None:
+    from tasks.detect.export_model import collect_tao_stage
+
+    collect_tao_stage(ctx)
+
+
 def tao_stages() -> list[Stage]:
     return [
         Stage("tao_convert", stage_convert, config_keys=("network", "image", "tao.mounts_file", "tao.mounts")),
@@ -455,6 +462,7 @@ def tao_stages() -> list[Stage]:
         Stage("tao_inference", stage_inference, config_keys=TAO_KEYS),
         Stage("tao_score", stage_score, config_keys=("eval",)),
         Stage("tao_export", stage_export, config_keys=TAO_KEYS),
+        Stage("export_model", _collect_export, config_keys=("onnx.score_threshold",)),
         Stage("tao_engine", stage_engine, config_keys=TAO_KEYS),
     ]
 

@@ -384,23 +384,29 @@ def train_stage(ctx) -> None:
     ctx.write_metrics({"best_val_map50": result["best_val_map50"]})
 
 
-def infer_stage(ctx) -> None:
-    """Detections of the best checkpoint on eval.split -> predictions/<split>.json (COCO results)."""
+def load_trained(checkpoints_dir: Path):
+    """(model on CPU, checkpoint dict, its path): best.pt, else last.pt, of a run's checkpoints/."""
     import torch
 
+    ck_path = checkpoints_dir / "best.pt"
+    if not ck_path.exists():
+        ck_path = checkpoints_dir / "last.pt"
+    if not ck_path.exists():
+        raise HackathonError(f"No checkpoint in {checkpoints_dir}.", fix="Run the train stage first: hackathon run detect --from train")
+    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    model = build_model(ck["model_name"], len(ck["classes"]), input_size=ck.get("input_size"))
+    model.load_state_dict(ck["model"])
+    return model, ck, ck_path
+
+
+def infer_stage(ctx) -> None:
+    """Detections of the best checkpoint on eval.split -> predictions/<split>.json (COCO results)."""
     from tasks.detect.stages import split_json
 
-    ck_path = ctx.checkpoints_dir / "best.pt"
-    if not ck_path.exists():
-        ck_path = ctx.checkpoints_dir / "last.pt"
-    if not ck_path.exists():
-        raise HackathonError(f"No checkpoint in {ctx.checkpoints_dir}.", fix="Run the train stage first: hackathon run detect --from train")
-    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    model, ck, ck_path = load_trained(ctx.checkpoints_dir)
     device = pick_device(ctx.cfg)
     split = str(ctx.cfg.eval.split)
     data = DetectionData(split_json(ctx, split), cache=False)
-    model = build_model(ck["model_name"], len(ck["classes"]), input_size=ck.get("input_size"))
-    model.load_state_dict(ck["model"])
     model.to(device)
     t0 = time.time()
     dets = predict(model, data, device, score_threshold=float(ctx.cfg.torch.score_threshold),

@@ -300,7 +300,7 @@ def save_mel_image(target: np.ndarray, predicted: np.ndarray, title: str, path: 
 
 
 def score_stage(ctx) -> None:
-    from hackathon.atomic import atomic_write_json
+    from hackathon.report import add_report_assets
 
     rows = [json.loads(line) for line in ctx.path("eval", "scores.jsonl").read_text(encoding="utf-8").splitlines()
             if line.strip()]
@@ -328,7 +328,7 @@ def score_stage(ctx) -> None:
                 assets["audio"].append({"path": str(reference.relative_to(ctx.run_dir)),
                                         "caption": f"{row['id']}: held-out recording", "text": row["text"]})
     assets["tables"].append({"title": "Held-out sentences (names unseen in training)", "rows": [_table_row(r) for r in rows]})
-    atomic_write_json(ctx.path("report_assets.json"), assets)
+    add_report_assets(ctx.run_dir, stage="score", **assets)  # the export stage's parity table stays
     ctx.log.info("tts metrics: %s", metrics)
 
 

@@ -1,4 +1,4 @@
-"""`hackathon run tts`: prepare -> g2p -> sup_data -> fastpitch -> mels -> hifigan -> synthesize -> evaluate -> score.
+"""`hackathon run tts`: prepare -> g2p -> sup_data -> fastpitch -> mels -> hifigan -> export -> synthesize -> evaluate -> score.
 
 Each stage reads what it needs from the run directory (never from memory of an earlier stage), so a
 kill -9 anywhere is followed by the same command picking up where it stopped. Stage functions live in
@@ -46,6 +46,12 @@ def _hifigan(ctx):
     hifigan_stage(ctx)
 
 
+def _export(ctx):
+    from tasks.tts.export import export_stage
+
+    export_stage(ctx)
+
+
 def _synthesize(ctx):
     from tasks.tts.synthesize import synthesize_stage
 
@@ -89,6 +95,7 @@ def build_stages(cfg) -> list[Stage]:
         Stage("fastpitch", _fastpitch, config_keys=("fastpitch",), inputs=_model_config_inputs("fastpitch")),
         Stage("mels", _mels, config_keys=("hifigan.enabled",)),
         Stage("hifigan", _hifigan, config_keys=("hifigan",), inputs=_model_config_inputs("hifigan")),
+        Stage("export", _export, config_keys=("export", "synthesize.pace")),
         Stage("synthesize", _synthesize, config_keys=("vocoder", "griffin_lim", "synthesize")),
         Stage("evaluate", _evaluate, config_keys=("evaluate",)),
         Stage("score", _score),

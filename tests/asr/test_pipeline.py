@@ -53,20 +53,39 @@ def test_chinese_training_targets_keep_every_character(tiny_run):
     assert ds_cfg.parser == "base"  # NeMo's English parser normalises text for English, not for hanzi
 
 
-def test_onnx_export_gives_nemo_greedy_text(tiny_run):
-    import onnxruntime as ort
-
-    from tasks.asr.export import onnx_transcribe
+def test_onnx_export_parity_and_predictor_match_nemo(tiny_run):
+    """export_check.json: max log-prob diff and transcript agreement (one at a time and batched); the
+    predictor `serve` uses gives NeMo's text on other test clips, alone and in one padded batch."""
     from tasks.asr.model import restore_model
+    from tasks.asr.onnx_infer import load
     from tasks.asr.transcribe import load_clip, transcribe_arrays
 
-    check = read_json(tiny_run / "export" / "onnx_check.json")
-    assert check["identical"] and check["n_utts"] == 2
+    check = read_json(tiny_run / "export" / "export_check.json")
+    assert check["passed"] and check["n_inputs"] == 2 and check["agreement"]["transcripts_batched"] == "2/2"
+    assert check["max_abs_diff"]["logprobs"] <= check["tolerances"]["logprobs"] == 1e-3
+    metrics = read_json(tiny_run / "metrics.json")
+    assert metrics["asr_export_transcript_agreement"] == 1.0
+    assert metrics["asr_export_max_logprob_diff"] == check["max_abs_diff"]["logprobs"]
+    assets = read_json(tiny_run / "report_assets.json")
+    assert any(t["title"].startswith("Export parity") for t in assets["tables"])  # the score stage kept it
+    assert {t["title"] for t in assets["tables"]} >= {"Test scores", "Worst test utterances"}
+
     model = restore_model(tiny_run / "export" / "asr_model.nemo")
-    session = ort.InferenceSession(str(tiny_run / "export" / "asr_model.onnx"), providers=["CPUExecutionProvider"])
+    predictor = load(tiny_run)
     clips = [load_clip(json.loads(x)["audio_filepath"], 16000)
              for x in (tiny_run / "data" / "test_manifest.json").read_text(encoding="utf-8").splitlines()[-4:]]
-    assert [onnx_transcribe(session, model, c) for c in clips] == transcribe_arrays(model, clips, batch_size=2)
+    expected = transcribe_arrays(model, clips, batch_size=1)
+    assert [predictor.transcribe(c) for c in clips] == expected
+    assert predictor.transcribe_batch(clips) == expected
+
+
+def test_predictor_without_export_says_how_to_make_it(tmp_path):
+    from hackathon.errors import HackathonError
+    from tasks.asr.onnx_infer import load
+
+    with pytest.raises(HackathonError) as err:
+        load(tmp_path)
+    assert "asr_model.onnx" in err.value.message and "--only export" in err.value.fix
 
 
 def test_transcribe_cli_any_format_and_bad_files(tiny_run, tmp_path):

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from hackathon.errors import HackathonError
 
 TINY = ["demo.num_images=24", "torch.epochs=1", "torch.batch_size=8", "torch.max_train_minutes=0", "torch.input_size=128",
         "torch.warmup_steps=2", "export.width=96", "export.height=96", "eval.samples=2"]
+
+
+def metrics_after(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture
@@ -42,10 +47,34 @@ def test_run_detect_torch_tiny_end_to_end_and_resume(isolated):
     assert meta["stages"]["train"]["model"] == "ssdlite320_mobilenet_v3_large"
     assert meta["stages"]["train"]["batch_size"] == 8  # recorded by the OOM back-off wrapper
 
+    # the detector's ONNX: checked against torchvision, recorded, and the predictor `serve` runs agrees
+    check = json.loads((rd / "export" / "export_check.json").read_text())
+    assert check["passed"] and check["n_inputs"] >= 1 and check["max_abs_diff"]["score"] <= 1e-3
+    assert metrics_after(rd)["detect_export_box_agreement"] == 1.0
+    assert any(t["title"].startswith("Export parity") for t in json.loads((rd / "report_assets.json").read_text())["tables"])
+    from PIL import Image
+
+    from tasks.detect.export_model import compare_image, torch_detections
+    from tasks.detect.onnx_infer import load
+    from tasks.detect.train_torch import load_trained
+
+    predictor = load(rd)
+    assert predictor.classes == ["with_mask", "without_mask", "mask_weared_incorrect"]
+    model, _, _ = load_trained(rd / "checkpoints")
+    model.eval().score_thresh = predictor.info["score_floor"]
+    image = Image.open(sorted((rd / "data" / "images").iterdir())[-1])  # an original image, not the checked ones
+    boxes, scores, labels = predictor.detect(image, score_threshold=0.05)
+    ref = torch_detections(model, np.asarray(image.convert("RGB")))
+    got = {"boxes": boxes, "scores": scores, "labels": np.array([predictor.classes.index(n) + 1 for n in labels])}
+    same = compare_image(ref, got, min_score=0.05, min_iou=0.9)
+    assert same["matched"] == same["torch_detections"] == same["onnx_detections"], same
+    assert boxes.dtype == np.float32 and boxes.shape == (len(scores), 4) and all(np.diff(scores) <= 0)
+    assert (boxes[:, 2] <= image.width + 1e-3).all() and (boxes[:, 3] <= image.height + 1e-3).all()  # original pixels
+
     # same command again: everything is done, nothing re-runs
     logs.clear()
     run_task("detect", TINY, echo=logs.append)
-    assert sum(line.startswith("skip ") for line in logs) == 7
+    assert sum(line.startswith("skip ") for line in logs) == 8
 
     # a training killed after its first epoch resumes from last.pt instead of starting over
     meta["stages"]["train"]["status"] = "interrupted"
@@ -106,3 +135,23 @@ def test_precise_bn_recalibration_sets_exact_statistics(tmp_path):
         expected = conv(images.tensors).mean(dim=(0, 2, 3))
     assert torch.allclose(bn.running_mean, expected, atol=1e-4)
     assert bn.momentum == 0.03 and not model.training
+
+
+def test_detector_predictor_without_export_says_how_to_make_it(tmp_path):
+    from tasks.detect.onnx_infer import load
+
+    with pytest.raises(HackathonError) as err:
+        load(tmp_path)
+    assert "detector.json" in err.value.message and "--only export_model" in err.value.fix
+
+
+def test_tao_export_is_refused_by_onnxruntime_with_the_reason(tmp_path):
+    from hackathon.atomic import atomic_write_json
+    from tasks.detect.export_model import TAO_NOTE
+    from tasks.detect.onnx_infer import load
+
+    atomic_write_json(tmp_path / "export" / "detector.json", {"backend": "tao", "onnx": "detector.onnx",
+                                                             "onnxruntime": False, "note": TAO_NOTE, "classes": []})
+    with pytest.raises(HackathonError) as err:
+        load(tmp_path)
+    assert "TensorRT" in err.value.message and "triton-repo" in err.value.fix

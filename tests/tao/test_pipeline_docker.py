@@ -14,7 +14,8 @@ from hackathon.runner import run_task
 from tasks.detect.tao_schema import check_text
 
 pytestmark = pytest.mark.docker
-TAO_STAGES = ("tao_convert", "tao_train", "tao_evaluate", "tao_inference", "tao_score", "tao_export", "tao_engine")
+TAO_STAGES = ("tao_convert", "tao_train", "tao_evaluate", "tao_inference", "tao_score", "tao_export", "export_model",
+              "tao_engine")
 
 
 def _overrides(image: str, network: str, *extra: str) -> list[str]:

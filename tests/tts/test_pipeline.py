@@ -79,6 +79,18 @@ def test_kill_during_fastpitch_then_same_command_resumes_and_speaks(corpus, tmp_
     mels = [json.loads(line) for line in (run_dir / "mels" / "train.json").read_text().splitlines()]
     assert len({Path(m["mel_filepath"]).name for m in mels}) == len(mels)  # unique names
 
+    # ONNX export: checked against NeMo (mel, HiFiGAN waveform), and the predictor `serve` runs speaks
+    # like the NeMo synthesizer; unmappable text is refused naming the character.
+    check = json.loads((run_dir / "export" / "export_check.json").read_text())
+    assert check["passed"] and check["vocoder_exported"] and check["n_inputs"] == 2
+    assert check["agreement"] == {"tokens": "2/2", "mel_frames": "2/2", "waveform_samples": "2/2"}
+    assert check["max_abs_diff"]["mel"] <= check["tolerances"]["mel"] == 1e-2
+    assert check["max_abs_diff"]["waveform"] <= check["tolerances"]["waveform"] == 1e-3
+    assert metrics["tts_export_mel_max_abs_diff"] == check["max_abs_diff"]["mel"]
+    assert metrics["tts_export_waveform_max_abs_diff"] == check["max_abs_diff"]["waveform"]
+    assert any(t["title"].startswith("Export parity") for t in assets["tables"])  # kept by the score stage
+    check_predictor_matches_nemo(run_dir)
+
     # A name never seen in training, at 44.1 kHz, with both vocoders.
     for vocoder in ("griffin_lim", "hifigan"):
         out = tmp_path / f"unseen_{vocoder}.wav"
@@ -117,3 +129,33 @@ def test_kill_during_fastpitch_then_same_command_resumes_and_speaks(corpus, tmp_
     refused = subprocess.run(hackathon("tts", "synthesize", "您好，☺号楼", "-o", str(tmp_path / "x.wav"), "--model",
                                        str(run_dir)), capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "'☺'" in refused.stderr and not (tmp_path / "x.wav").exists()
+
+
+def check_predictor_matches_nemo(run_dir: Path) -> None:
+    import numpy as np
+
+    from hackathon.errors import HackathonError
+    from tasks.tts.onnx_infer import load
+    from tasks.tts.synthesize import Synthesizer
+
+    text = "您好，欧阳娜娜，欢迎回家。"  # a name unseen in training
+    predictor, synth = load(run_dir), Synthesizer(run_dir)
+    assert predictor.vocoder_kind == synth.vocoder_kind == "griffin_lim" and predictor.sample_rate == synth.sample_rate
+    assert predictor.tokens(text) == synth.model.parse(text, normalize=False)[0].tolist()
+    audio, mel = predictor.synthesize(text), predictor.mel_of_tokens(predictor.tokens(text))
+    reference, ref_mel = synth.speak(text)
+    assert audio.dtype == np.float32 and mel.shape == ref_mel.shape and np.abs(mel - ref_mel).max() < 1e-2
+    assert audio.shape == reference.shape and np.abs(audio - reference).max() < 1e-3  # same seeded Griffin-Lim (measured 4e-6)
+    hifigan = load(run_dir, vocoder="hifigan").synthesize(text)
+    assert hifigan.dtype == np.float32 and len(hifigan) > 0.5 * predictor.sample_rate and np.isfinite(hifigan).all()
+    with pytest.raises(HackathonError, match="'☺'"):
+        predictor.synthesize("您好，☺号楼")
+
+
+def test_tts_predictor_without_export_says_how_to_make_it(tmp_path):
+    from hackathon.errors import HackathonError
+    from tasks.tts.onnx_infer import load
+
+    with pytest.raises(HackathonError) as err:
+        load(tmp_path)
+    assert "fastpitch.onnx" in err.value.message and "--only export" in err.value.fix

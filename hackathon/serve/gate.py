@@ -1,0 +1,72 @@
+"""The residential gate: speech + photo + name -> transcript, phrase check, mask class, decision, spoken reply.
+
+The decision is plain functions of the model outputs and the `gate` section of specs/serve/*.yaml, so it
+is the same whether the models run in-process (`hackathon serve`, the page) or behind Triton BLS (the
+deployed repository's gate model.py imports this module too).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+NO_FACE = "no_face"
+
+
+def spoken_chars(text: str) -> str:
+    """Characters that are spoken: punctuation and spaces removed, Latin lower-cased."""
+    return "".join(ch for ch in text.lower() if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
+
+
+def cer(reference: str, hypothesis: str) -> float:
+    """Character error rate of `hypothesis` against `reference` (both compared as spoken characters)."""
+    ref, hyp = spoken_chars(reference), spoken_chars(hypothesis)
+    if not ref:
+        return float(bool(hyp))
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)
+
+
+def top_face_class(scores, labels, min_score: float) -> str:
+    """The label of the highest-scoring detection at or above `min_score`, else no_face."""
+    best, best_label = -1.0, NO_FACE
+    for score, label in zip(np.asarray(scores, dtype=float).reshape(-1), labels):
+        if score >= min_score and score > best:
+            best, best_label = float(score), str(label)
+    return best_label
+
+
+@dataclass
+class Decision:
+    transcript: str
+    phrase_ok: bool
+    cer: float
+    mask: str
+    admit: bool
+    reason: str  # admitted | wrong_phrase | <mask class> | no_face
+    reply_text: str
+
+
+def decide(transcript: str, scores, labels, name: str, gate_cfg) -> Decision:
+    """Admit when the pass phrase was said (CER within gate.max_cer) and the top face wears the admit class."""
+    error = cer(str(gate_cfg["pass_phrase"]), transcript)
+    phrase_ok = error <= float(gate_cfg["max_cer"])
+    mask = top_face_class(scores, labels, float(gate_cfg["min_face_score"]))
+    admit = phrase_ok and mask == str(gate_cfg["admit_class"])
+    refusals = gate_cfg["refusals"]
+    if admit:
+        reason, template = "admitted", gate_cfg["greeting"]
+    elif not phrase_ok:
+        reason, template = "wrong_phrase", refusals["wrong_phrase"]
+    else:
+        reason = mask
+        template = refusals[mask] if mask in refusals else refusals["without_mask"]
+    return Decision(transcript=transcript, phrase_ok=phrase_ok, cer=error, mask=mask, admit=admit, reason=reason,
+                    reply_text=str(template).format(name=name))

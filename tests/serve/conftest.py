@@ -1,0 +1,215 @@
+"""Session fixtures for the serving tests (tests/serve/*, the gate page test too).
+
+`serve_runs`: REAL small runs of the three tasks (`hackathon run asr|detect|tts` with shrunk settings, in
+a private runs root and demo-data cache). Training is slow: run these tests under the CPU lock,
+`flock /tmp/hackathon-cpu.lock pytest tests/serve` (the fixture does not take it itself: that would
+deadlock under the lock). HACKATHON_SERVE_TEST_RUNS="asr=DIR,tts=DIR,detect=DIR" uses existing finished
+run dirs instead (e.g. `hackathon run all` output) to iterate quickly; nothing in them is modified.
+
+`triton_server`: `hackathon serve` on those runs as a subprocess on free loopback ports, ready; stopped
+with SIGTERM at the end (the teardown asserts a clean exit and no stray tritonserver).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Shrunk pipelines: enough to serve correct answers on the demo data, small enough for a 2-core CPU.
+ASR_OVERRIDES = ["trainer.max_epochs=14", "data.demo.renditions=2"]
+DETECT_OVERRIDES = ["demo.num_images=320", "torch.epochs=5", "torch.max_train_minutes=0"]  # steps, not wall-clock
+TTS_OVERRIDES = [
+    "fastpitch.model_overrides.model.symbols_embedding_dim=32",
+    "fastpitch.model_overrides.model.input_fft.n_layer=1",
+    "fastpitch.model_overrides.model.output_fft.n_layer=1",
+    "fastpitch.model_overrides.model.input_fft.d_inner=64",
+    "fastpitch.model_overrides.model.output_fft.d_inner=64",
+    "fastpitch.model_overrides.model.duration_predictor.filter_size=32",
+    "fastpitch.model_overrides.model.pitch_predictor.filter_size=32",
+    "fastpitch.batch_size=4",
+    "fastpitch.trainer.max_epochs=2",
+    "fastpitch.trainer.max_time=null",
+    "fastpitch.trainer.check_val_every_n_epoch=2",
+    "sup_data.pitch_fmax=600",
+    "hifigan.enabled=false",
+    "vocoder=griffin_lim",
+    "griffin_lim.n_iter=8",
+    "synthesize.max_sentences=1",
+    "evaluate.asr_overrides=[trainer.max_epochs=1,export.onnx=false,data.batch_size=4]",
+]
+OVERRIDES = {"asr": ASR_OVERRIDES, "detect": DETECT_OVERRIDES, "tts": TTS_OVERRIDES}
+
+
+def hackathon_exe() -> str:
+    return str(Path(sys.executable).parent / "hackathon")
+
+
+def _env(base: Path | None = None) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if base is not None:
+        env["HACKATHON_RUNS"] = str(base / "runs")
+        env["HACKATHON_REGISTRY"] = str(base / "runs" / "registry.sqlite")
+        env["HACKATHON_DEMO_DATA"] = str(base / "demo_data")
+    return env
+
+
+def tts_corpus(root: Path) -> Path:
+    """The TTS pipeline test's 9-sentence espeak corpus (the serving tests only need audio at the rate)."""
+    from data_tools.manifest import write_manifest
+    from tests.tts.test_pipeline import SPLIT_NAMES, TEMPLATE, espeak
+
+    for split, names in SPLIT_NAMES.items():
+        entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))
+                   for i, n in enumerate(names)]
+        write_manifest(root / f"{split}_manifest.json", entries)
+    return root
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory) -> dict[str, Path]:
+    given = os.environ.get("HACKATHON_SERVE_TEST_RUNS")
+    if given:
+        runs = dict(item.split("=", 1) for item in given.split(","))
+        return {task: Path(runs[task]) for task in ("asr", "tts", "detect")}
+    base = tmp_path_factory.mktemp("serve_runs")
+    runs = {}
+    extra = {"asr": [], "detect": [], "tts": [f"data.source={tts_corpus(base / 'tts_corpus')}"]}
+    for task in ("asr", "detect", "tts"):
+        run_dir = base / "runs" / task / "tiny"
+        log = base / f"{task}.log"
+        with open(log, "w") as fh:
+            proc = subprocess.run([hackathon_exe(), "run", task, "--run-dir", str(run_dir), *OVERRIDES[task],
+                                   *extra[task]],
+                                  env=_env(base), stdout=fh, stderr=subprocess.STDOUT, timeout=1500)
+        assert proc.returncode == 0, f"hackathon run {task} failed:\n{log.read_text()[-4000:]}"
+        runs[task] = run_dir
+    return runs
+
+
+def free_ports(n: int = 3) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant pid of `pid` (from /proc)."""
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parent_of[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parent_of.items() if pp == p]
+        found += kids
+        frontier += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    ports: dict
+    log: Path
+    tritonserver_pids: list = field(default_factory=list)
+
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.ports['http']}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc']}"
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+def start_server(runs: dict[str, Path], log: Path, ports: dict | None = None, extra=()) -> ServerProcess:
+    from hackathon.serve.server import wait_ready
+
+    ports = ports or dict(zip(("http", "grpc", "metrics"), free_ports(3)))
+    cmd = [hackathon_exe(), "serve", "--asr", str(runs["asr"]), "--tts", str(runs["tts"]), "--detect",
+           str(runs["detect"]), "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
+           "--metrics-port", str(ports["metrics"]), *extra]
+    fh = open(log, "ab")
+    proc = subprocess.Popen(cmd, env=_env(), stdout=fh, stderr=subprocess.STDOUT)
+    server = ServerProcess(proc, ports, log)
+    try:
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                wait_ready(server.http, timeout_s=2)
+                break
+            except Exception:  # noqa: BLE001 - still loading
+                continue
+        if proc.poll() is not None:
+            raise AssertionError(f"hackathon serve exited with {proc.returncode}:\n{server.log_tail()}")
+        wait_ready(server.http, timeout_s=5)
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    server.tritonserver_pids = [p for p in children(proc.pid) if process_name(p) == "tritonserver"]
+    return server
+
+
+def assert_no_stray(server: ServerProcess, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in server.tritonserver_pids):
+        time.sleep(0.5)
+    stray = [p for p in server.tritonserver_pids if alive(p)]
+    assert not stray, f"tritonserver {stray} still running after serve stopped"
+
+
+@pytest.fixture(scope="session")
+def triton_server(serve_runs, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = start_server(serve_runs, log)
+    assert server.tritonserver_pids, f"no tritonserver child of hackathon serve:\n{server.log_tail()}"
+    yield server
+    code = server.stop(signal.SIGTERM)
+    assert code == 0, f"serve exited {code} on SIGTERM:\n{server.log_tail()}"
+    assert_no_stray(server)
