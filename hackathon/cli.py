@@ -419,7 +419,8 @@ def label(
 @asr_app.command("transcribe")
 @friendly_errors
 def asr_transcribe(
-    model: Path = typer.Argument(..., help="A NeMo ASR .nemo file (e.g. <run-dir>/export/asr_model.nemo)."),
+    model: Path = typer.Argument(..., help="A NeMo ASR .nemo file (e.g. <run-dir>/export/asr_model.nemo) or a "
+                                           "Whisper export folder (<run-dir>/export/ct2 or export/merged)."),
     inputs: List[str] = typer.Argument(..., help="Audio files (any format/rate), folders, or NeMo manifests."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the results as JSONL here (new file)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Clips per forward pass."),

@@ -29,6 +29,26 @@ def resolve_spec_file(task: str, spec: str | None) -> Path:
                          fix=f"Use one of {choices} or a path to a YAML file.")
 
 
+def backend_demo_spec(task: str, overrides: Sequence[str]) -> str | None:
+    """`hackathon run asr backend=whisper_lora` without --spec: the demo spec of that backend, i.e. the
+    specs/<task>/*demo.yaml whose top-level `backend:` is that name (None: the task's own demo.yaml)."""
+    import re
+
+    wanted = [o.split("=", 1)[1].strip() for o in overrides if o.split("=", 1)[0] == "backend"]
+    if not wanted:
+        return None
+    line = re.compile(r"^backend:\s*([\w.-]+)", re.MULTILINE)
+    default = spec_path(task, "demo")
+    found = line.search(default.read_text(encoding="utf-8")) if default.exists() else None
+    if found and found.group(1) == wanted[-1]:
+        return None
+    for path in sorted((SPECS_DIR / task).glob("*demo.yaml")):
+        found = line.search(path.read_text(encoding="utf-8"))
+        if found and found.group(1) == wanted[-1]:
+            return str(path)
+    return None
+
+
 def _all_keys(cfg, prefix: str = "") -> list[str]:
     from omegaconf import DictConfig
 
@@ -56,7 +76,7 @@ def load_config(task: str, spec: str | None = None, overrides: Sequence[str] = (
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    path = resolve_spec_file(task, spec)
+    path = resolve_spec_file(task, spec if spec is not None else backend_demo_spec(task, overrides))
     try:
         cfg = OmegaConf.load(path)
     except (OmegaConfBaseException, Exception) as exc:  # yaml errors come in several types

@@ -1,5 +1,8 @@
 """`hackathon run asr`: prepare -> model -> train -> evaluate -> export -> score.
 
+`backend` picks the stage list: nemo (this folder's NeMo CTC stages) or whisper_lora
+(tasks/asr/whisper_lora/: Whisper + LoRA). prepare and score are shared by both.
+
 Each stage reads what it needs from the run dir (data/, model/, checkpoints/), so a killed run picks
 up where it stopped; the runner skips stages whose config slice and inputs are unchanged.
 """
@@ -9,7 +12,23 @@ from __future__ import annotations
 from hackathon.runner import Stage
 
 
+BACKENDS = ("nemo", "whisper_lora")
+
+
 def build_stages(cfg) -> list[Stage]:
+    backend = str(cfg.get("backend", "nemo"))
+    if backend == "whisper_lora":
+        from tasks.asr.whisper_lora.pipeline import build_whisper_stages
+
+        return build_whisper_stages(cfg)
+    if backend != "nemo":
+        from hackathon.errors import HackathonError
+
+        raise HackathonError(f"Unknown ASR backend {backend!r}.", fix=f"Use backend= one of: {', '.join(BACKENDS)}.")
+    return build_nemo_stages(cfg)
+
+
+def build_nemo_stages(cfg) -> list[Stage]:
     from tasks.asr.evaluate import evaluate_stage, score_stage
     from tasks.asr.export import export_stage
     from tasks.asr.model import model_stage

@@ -1,4 +1,7 @@
-"""Batch transcription with a NeMo ASR model: `hackathon asr transcribe MODEL.nemo FILES...|MANIFEST`.
+"""Batch transcription: `hackathon asr transcribe MODEL FILES...|MANIFEST`.
+
+MODEL: a NeMo .nemo file, or a whisper_lora export folder (export/ct2 through faster-whisper, or
+export/merged in transformers format; tasks/asr/whisper_lora/decode.py: WhisperTranscriber).
 
 Any audio format data_tools.audio can read (wav/flac/ogg natively, mp3/m4a/... through ffmpeg), any
 rate or channel count: clips are decoded, down-mixed and resampled to the model's rate in memory, then
@@ -38,6 +41,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[dict]:
 
 
 def model_sample_rate(model) -> int:
+    if hasattr(model, "transcribe_clips"):  # a Whisper export
+        return int(model.sample_rate)
     return int(model.cfg.get("sample_rate") or model.preprocessor._sample_rate)
 
 
@@ -58,6 +63,8 @@ def transcribe_arrays(model, clips: list, batch_size: int) -> list[str]:
 
     if not clips:
         return []
+    if hasattr(model, "transcribe_clips"):
+        return model.transcribe_clips(clips, batch_size)
     model.eval()
     with torch.inference_mode():
         hyps = model.transcribe(clips, batch_size=batch_size, verbose=False)
@@ -93,16 +100,27 @@ def _transcribe_chunk(model, items: list[dict], sr: int, batch_size: int, result
         results.append({**item, "pred_text": text})
 
 
+def load_transcriber(model_path: str | Path):
+    """A .nemo file -> the NeMo model; a folder -> a Whisper export (CTranslate2 or transformers)."""
+    from tasks.asr.model import restore_model
+
+    path = Path(model_path).expanduser()
+    if path.is_dir():
+        from tasks.asr.whisper_lora.decode import WhisperTranscriber
+
+        return WhisperTranscriber(path)
+    return restore_model(path)
+
+
 def transcribe_command(model_path: str | Path, inputs: Sequence[str], out: str | Path | None = None,
                        batch_size: int = 16) -> dict:
     """What `hackathon asr transcribe` runs. Returns {results, failed, seconds, out}."""
-    from tasks.asr.model import restore_model
 
     items = expand_inputs(inputs)
     if not items:
         raise HackathonError("No audio files found in the given inputs.", fix="Pass audio files, a folder or a NeMo manifest.")
     t0 = time.time()
-    model = restore_model(model_path)
+    model = load_transcriber(model_path)
     results, failed = transcribe_items(model, items, batch_size)
     summary = {"results": results, "failed": failed, "seconds": round(time.time() - t0, 2), "out": None}
     if out is not None:

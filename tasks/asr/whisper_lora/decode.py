@@ -179,3 +179,52 @@ def transcribe_states(model, states, tokens: Tokens, language: str, task: str = 
         chunk = torch.as_tensor(states[start:start + batch_size]).to(param.device, dtype=param.dtype)
         texts += [tokens.decode(ids) for ids in greedy_decode(model, chunk, tokens, prompt)]
     return texts
+
+
+def load_faster_whisper(ct2_dir: Path, compute_type: str = "default"):
+    from faster_whisper import WhisperModel
+
+    import torch
+
+    return WhisperModel(str(ct2_dir), device="cpu", compute_type=compute_type, cpu_threads=max(1, torch.get_num_threads()))
+
+
+def faster_whisper_text(fw_model, clip: np.ndarray, language: str, task: str = "transcribe") -> str:
+    """faster-whisper's greedy transcript with the settings our decoder mirrors (no timestamps, no
+    temperature fallback, no VAD, every segment kept)."""
+    segments, _ = fw_model.transcribe(clip, language=language, task=task, beam_size=1, temperature=0.0,
+                                      without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                                      no_speech_threshold=None, log_prob_threshold=None, compression_ratio_threshold=None)
+    return "".join(s.text for s in segments).strip()
+
+
+class WhisperTranscriber:
+    """What `hackathon asr transcribe` loads for this backend's exports: a CTranslate2 folder
+    (export/ct2, through faster-whisper) or a transformers folder (export/merged, our greedy decoder).
+    Language and task come from the folder's hackathon_whisper.json (else zh / transcribe)."""
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model_dir: Path):
+        from tasks.asr.whisper_lora.weights import is_ct2_dir, is_transformers_dir
+
+        self.model_dir = Path(model_dir)
+        info = read_json(self.model_dir / "hackathon_whisper.json", default=None) or {}
+        self.language, self.task = info.get("language", "zh"), info.get("task", "transcribe")
+        if is_ct2_dir(self.model_dir):
+            self.kind, self.model = "ct2", load_faster_whisper(self.model_dir)
+        elif is_transformers_dir(self.model_dir):
+            from transformers import WhisperForConditionalGeneration
+
+            self.kind = "transformers"
+            self.model = WhisperForConditionalGeneration.from_pretrained(self.model_dir).eval()
+            self.tokens = load_tokens(self.model_dir)
+        else:
+            raise HackathonError(f"{self.model_dir} is not a model folder this tool reads.",
+                                 fix="Pass a .nemo file, or a Whisper export folder: <run-dir>/export/ct2 or "
+                                     "<run-dir>/export/merged.")
+
+    def transcribe_clips(self, clips: list, batch_size: int) -> list[str]:
+        if self.kind == "ct2":
+            return [faster_whisper_text(self.model, clip, self.language, self.task) for clip in clips]
+        return transcribe_features(self.model, log_mel(clips), self.tokens, self.language, self.task, batch_size)

@@ -1,0 +1,32 @@
+"""`hackathon run asr backend=whisper_lora`: prepare -> model -> train -> evaluate -> export -> score.
+
+prepare (manifests) and score (CER/WER, report assets from predictions.jsonl) are the NeMo backend's
+stages; model/train/evaluate/export are this folder's:
+- model: base weights (packaged:base / local folder / Hub) as a transformers folder, encoder outputs
+  cached per clip, zero-shot CER on the held-out split (`zero_shot_cer`) — the baseline.
+- train: LoRA (peft) on the decoder (frozen encoder: on the cached states), resumable, best by val CER.
+- evaluate: the best adapter transcribes the test split -> predictions.jsonl.
+- export: adapter, merged transformers model, CTranslate2 int8 (faster-whisper), optional averaging.
+"""
+
+from __future__ import annotations
+
+from hackathon.runner import Stage
+
+
+def build_whisper_stages(cfg) -> list[Stage]:
+    from tasks.asr.evaluate import score_stage
+    from tasks.asr.prepare import prepare_stage, source_inputs
+    from tasks.asr.whisper_lora.evaluate import evaluate_stage
+    from tasks.asr.whisper_lora.export import export_stage
+    from tasks.asr.whisper_lora.model import model_stage
+    from tasks.asr.whisper_lora.train import train_stage
+
+    return [
+        Stage("prepare", prepare_stage, config_keys=("data",), inputs=source_inputs),
+        Stage("model", model_stage, config_keys=("whisper", "evaluate.batch_size")),
+        Stage("train", train_stage, config_keys=("seed", "whisper", "lora", "optim", "trainer")),
+        Stage("evaluate", evaluate_stage, config_keys=("evaluate.batch_size",)),
+        Stage("export", export_stage, config_keys=("export",)),
+        Stage("score", score_stage, config_keys=("evaluate.worst_n",)),
+    ]
