@@ -70,6 +70,56 @@ def best_runs(runs: list[dict] | None = None) -> list[dict]:
     return board
 
 
+# ----------------------------------------------------------------------------- ASR backends side by side
+
+ASR_DEFAULT_BACKEND = "nemo"  # runs scored before metrics.json named its backend
+
+
+def backend_comparison(runs: list[dict] | None = None, data_fingerprint: str | None = None) -> list[dict]:
+    """ASR: per data fingerprint that more than one backend has scored (or only `data_fingerprint`),
+    the best CER of each backend side by side: {data, <backend> cer, <backend> run, ...}."""
+    from hackathon.registry import short_run_dir
+
+    runs = list_runs(task="asr") if runs is None else [r for r in runs if r["task"] == "asr"]
+    best: dict[str, dict[str, dict]] = {}
+    for r in runs:
+        fp, cer = r.get("data_fingerprint"), _number(r["metrics"].get("cer"))
+        if not fp or cer is None or (data_fingerprint is not None and fp != data_fingerprint):
+            continue
+        backend = str(r["metrics"].get("backend") or ASR_DEFAULT_BACKEND)
+        held = best.setdefault(fp, {}).get(backend)
+        if held is None or cer < held["cer"]:
+            best[fp][backend] = {"cer": cer, "run": short_run_dir(r["run_dir"]),
+                                 "zero_shot_cer": _number(r["metrics"].get("zero_shot_cer"))}
+    rows = []
+    for fp, per_backend in sorted(best.items()):
+        if data_fingerprint is None and len(per_backend) < 2:
+            continue
+        row: dict[str, Any] = {"data": fp[:12]}
+        for backend, b in sorted(per_backend.items()):
+            row[f"{backend} cer"] = round(b["cer"], 4)
+            if b["zero_shot_cer"] is not None:
+                row[f"{backend} zero-shot cer"] = round(b["zero_shot_cer"], 4)
+            row[f"{backend} run"] = b["run"]
+        rows.append(row)
+    return rows
+
+
+def print_backend_comparison(console, runs: list[dict] | None = None) -> list[dict]:
+    from rich.table import Table
+
+    rows = backend_comparison(runs)
+    if rows:
+        table = Table(title="ASR backends on the same data (best CER each; lower is better)")
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        for col in columns:
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            table.add_row(*(_short(r.get(c, "-")) for c in columns))
+        console.print(table)
+    return rows
+
+
 # Shown first after the ranking metrics: what a teammate looks at next.
 SECONDARY_METRICS = {"asr": ("wer",), "tts": ("asr_cer", "dnsmos_sig", "dnsmos_bak"), "detect": ("map", "map75")}
 MAX_OTHER_METRICS = 4  # the table stays readable; --json and the report have them all
@@ -115,6 +165,7 @@ def print_scoreboard(console) -> list[dict]:
         table.add_row(row["task"], ranked_by, _headline(row), best["user"] or "-", others or "-",
                       str(row["scored_runs"]), short_run_dir(best["run_dir"]))
     console.print(table)
+    print_backend_comparison(console)
     return board
 
 
@@ -154,6 +205,13 @@ def write_index_html(path: str | os.PathLike) -> Path:
         run_rows.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['user'] or '-')}</td><td>{e(r['status'] or '-')}</td>"
                         f"<td>{e(r['started'] or '-')}</td><td>{e(metrics or '-')}</td><td>{e(r['run_dir'])}</td>"
                         f"<td>{report_cell(r['run_dir'])}</td></tr>")
+    comparison = backend_comparison(runs)
+    comparison_html = ""
+    if comparison:
+        columns = list(dict.fromkeys(k for r in comparison for k in r))
+        comparison_html = ("<h2>ASR backends on the same data</h2><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in columns)
+                           + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(_short(r.get(c, '-')))}</td>" for c in columns)
+                                               + "</tr>" for r in comparison) + "</table>")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>hackathon scoreboard</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin-bottom:2em}}
@@ -162,6 +220,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} th{{background:#e
 ASR: CER (lower is better); TTS: DNSMOS OVRL then PESQ-WB (higher); detection: mAP@.5 (higher).</p>
 <table><tr><th>task</th><th>best score</th><th>by</th><th>run dir</th><th>report</th></tr>
 {''.join(best_rows)}</table>
+{comparison_html}
 <h2>All runs ({len(runs)})</h2>
 <table><tr><th>task</th><th>user</th><th>status</th><th>started</th><th>metrics</th><th>run dir</th><th>report</th></tr>
 {''.join(run_rows)}</table></body></html>

@@ -80,3 +80,19 @@ def test_score_command_table_json_and_html(scored_runs, tmp_path, hackathon_bin)
 def test_task_without_scored_runs_still_has_its_row(team_env):
     board = best_runs([])
     assert [(r["task"], r["best"]) for r in board] == [("asr", None), ("tts", None), ("detect", None)]
+
+
+def test_asr_backends_side_by_side_per_data_fingerprint():
+    from hackathon.scoreboard import backend_comparison
+
+    def run(name, fp, **metrics):
+        return {"task": "asr", "run_dir": f"/runs/asr/{name}", "data_fingerprint": fp, "metrics": metrics}
+
+    runs = [run("n1", "aaaa", cer=0.30), run("n2", "aaaa", cer=0.20, backend="nemo"),
+            run("w1", "aaaa", cer=0.05, zero_shot_cer=0.6, backend="whisper_lora"),
+            run("w2", "bbbb", cer=0.01, backend="whisper_lora"),  # other data: never compared with aaaa
+            run("x", "aaaa", wer=0.1, backend="whisper_lora")]  # no CER: not scored
+    rows = backend_comparison(runs)
+    assert rows == [{"data": "aaaa", "nemo cer": 0.2, "nemo run": "/runs/asr/n2", "whisper_lora cer": 0.05,
+                     "whisper_lora zero-shot cer": 0.6, "whisper_lora run": "/runs/asr/w1"}]
+    assert backend_comparison(runs, data_fingerprint="bbbb")[0]["whisper_lora cer"] == 0.01
