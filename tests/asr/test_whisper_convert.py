@@ -35,14 +35,14 @@ def demo_clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def models():
     import torch
-    from transformers import WhisperForConditionalGeneration
 
     from tasks.asr.whisper_lora.decode import load_faster_whisper, load_tokens
+    from tasks.asr.whisper_lora.model import load_whisper
     from tasks.asr.whisper_lora.weights import packaged_ct2_dir, transformers_dir
 
     torch.set_num_threads(2)
     hf_dir = transformers_dir("packaged:base")
-    hf = WhisperForConditionalGeneration.from_pretrained(hf_dir).eval()
+    hf = load_whisper(hf_dir)
     return {"hf": hf, "tokens": load_tokens(hf_dir), "ct2_dir": packaged_ct2_dir("base"),
             "fw": load_faster_whisper(packaged_ct2_dir("base"), compute_type="float32")}
 

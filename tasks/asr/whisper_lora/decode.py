@@ -9,6 +9,7 @@ and <|endoftext|> suppressed at the first step, stop at <|endoftext|>.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,29 @@ def load_clip(path: str) -> np.ndarray:
     return load_any(path, SAMPLE_RATE)
 
 
+@functools.lru_cache(maxsize=None)
+def cache_argument() -> str:
+    """transformers 5.x renamed the decoder's `past_key_values` argument to `cache` (the old name warns)."""
+    import inspect
+
+    from transformers import WhisperForConditionalGeneration
+
+    return "cache" if "cache" in inspect.signature(WhisperForConditionalGeneration.forward).parameters \
+        else "past_key_values"
+
+
+def quiet_transformers() -> None:
+    """Library chatter (weight-loading progress bars, deprecation notes) stays out of the console; the
+    run log keeps our own progress lines."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 def whisper_core(model):
     """The WhisperForConditionalGeneration inside a peft wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -119,7 +143,6 @@ def greedy_decode(model, encoder_states, tokens: Tokens, prompt: list[int],
     """Greedy token ids (prompt and <|endoftext|> excluded) for a batch of encoder states."""
     import torch
 
-    core = whisper_core(model)
     device = encoder_states.device
     n = encoder_states.shape[0]
     ids = torch.tensor([prompt] * n, device=device)
@@ -131,12 +154,10 @@ def greedy_decode(model, encoder_states, tokens: Tokens, prompt: list[int],
     step_input = ids
     with torch.inference_mode():
         for step in range(max_new_tokens):
-            result = model(encoder_outputs=(encoder_states,), decoder_input_ids=step_input,
-                           past_key_values=past, use_cache=True) if model is not core else \
-                core(encoder_outputs=(encoder_states,), decoder_input_ids=step_input, past_key_values=past,
-                     use_cache=True)
+            result = model(encoder_outputs=(encoder_states,), decoder_input_ids=step_input, use_cache=True,
+                           **{cache_argument(): past})
             logits = result.logits[:, -1, :].float()
-            past = result.past_key_values
+            past = getattr(result, "cache", None) or result.past_key_values
             logits[:, suppress] = float("-inf")
             if step == 0 and len(begin):
                 logits[:, begin] = float("-inf")
@@ -214,10 +235,10 @@ class WhisperTranscriber:
         if is_ct2_dir(self.model_dir):
             self.kind, self.model = "ct2", load_faster_whisper(self.model_dir)
         elif is_transformers_dir(self.model_dir):
-            from transformers import WhisperForConditionalGeneration
+            from tasks.asr.whisper_lora.model import load_whisper
 
             self.kind = "transformers"
-            self.model = WhisperForConditionalGeneration.from_pretrained(self.model_dir).eval()
+            self.model = load_whisper(self.model_dir)
             self.tokens = load_tokens(self.model_dir)
         else:
             raise HackathonError(f"{self.model_dir} is not a model folder this tool reads.",

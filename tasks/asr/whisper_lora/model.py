@@ -57,6 +57,9 @@ def load_whisper(model_dir: Path, cuda: bool = False, int8: bool = False):
     import torch
     from transformers import WhisperForConditionalGeneration
 
+    from tasks.asr.whisper_lora.decode import quiet_transformers
+
+    quiet_transformers()
     if int8:
         from transformers import BitsAndBytesConfig
 

@@ -47,13 +47,15 @@ def lora_config(lora_cfg):
 def build_lora_model(cfg, model_dir: Path, cuda: bool, int8: bool):
     """Base (fp32 CPU / fp16 or int8 GPU) + fresh LoRA adapters; only adapter weights train."""
     import torch
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
 
     from tasks.asr.whisper_lora.model import load_whisper
 
     torch.manual_seed(int(cfg.seed))
     base = load_whisper(model_dir, cuda=cuda, int8=int8)
-    if int8:
+    if int8:  # imported only here: bitsandbytes prints CPU-kernel notes on import
+        from peft import prepare_model_for_kbit_training
+
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     elif cuda:
         base = base.float()  # fp32 master weights; autocast runs the matmuls in half precision
@@ -279,7 +281,7 @@ def train_stage(ctx) -> None:
                     opt.step()
                 sched.step()
                 step += 1
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 if step % int(cfg.trainer.log_every_n_steps) == 0:
                     with open(log_file, "a", encoding="utf-8") as fh:
                         fh.write(f"{step},{epoch},{losses[-1]:.5f},{sched.get_last_lr()[0]:.6g}\n")
