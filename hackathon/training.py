@@ -120,12 +120,14 @@ def find_resume_checkpoint(ckpt_dir: Path) -> Path | None:
     return others[0] if others else None
 
 
-def _remove_superseded_best(ckpt_dir: Path, best: Path | None) -> None:
-    """A resumed ModelCheckpoint does not know the best files of earlier attempts: keep only the best."""
+def _remove_superseded_best(ckpt_dir: Path, best: Path | None, keep: list[Path] | None = None) -> None:
+    """A resumed ModelCheckpoint does not know the best files of earlier attempts: keep only the best
+    (and the callback's other top-k files when `keep_best` > 1)."""
     if best is None:
         return
+    wanted = {best.resolve(), *(Path(p).resolve() for p in (keep or []))}
     for p in ckpt_dir.glob("best-*.ckpt"):
-        if p.resolve() != best.resolve():
+        if p.resolve() not in wanted:
             p.unlink(missing_ok=True)
 
 
@@ -216,7 +218,7 @@ def _next_attempt_version(log_root: Path) -> str:
 
 
 def build_trainer(ctx, trainer_cfg, ckpt_dir: Path, monitor: str | None, mode: str = "min",
-                  name: str = "fit", callbacks: list | None = None):
+                  name: str = "fit", callbacks: list | None = None, keep_best: int = 1):
     """A Lightning Trainer that checkpoints every epoch into `ckpt_dir` (atomic, single last.ckpt)."""
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -233,7 +235,7 @@ def build_trainer(ctx, trainer_cfg, ckpt_dir: Path, monitor: str | None, mode: s
     if monitor:
         safe = monitor.replace("/", "_")
         cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename=f"best-epoch{{epoch:03d}}-{safe}{{{monitor}:.4f}}",
-                                   monitor=monitor, mode=mode, save_top_k=1, save_last=False,
+                                   monitor=monitor, mode=mode, save_top_k=max(1, keep_best), save_last=False,
                                    auto_insert_metric_name=False, enable_version_counter=False))
     log_root = ctx.logs_dir / name
     logger = CSVLogger(save_dir=str(ctx.logs_dir), name=name, version=_next_attempt_version(log_root))
@@ -247,14 +249,15 @@ def build_trainer(ctx, trainer_cfg, ckpt_dir: Path, monitor: str | None, mode: s
 
 def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batch_size: int,
                   monitor: str | None = None, mode: str = "min", name: str = "fit", key: str | None = None,
-                  seed: int | None = 0, min_batch_size: int = 1, callbacks_factory: Callable[[], list] | None = None
-                  ) -> FitResult:
+                  seed: int | None = 0, min_batch_size: int = 1, callbacks_factory: Callable[[], list] | None = None,
+                  keep_best: int = 1) -> FitResult:
     """Fit `build_model(trainer, batch_size)` resumably; see the module docstring.
 
     `monitor`: logged validation metric for the best checkpoint (e.g. "val_wer"), `mode` min/max.
     `name`: sub-folder of ctx.checkpoints_dir and ctx.logs_dir (several fits per run, e.g. TTS
     fastpitch + hifigan). `key`: identifies the config the checkpoints belong to (default: the run's
     config hash). `callbacks_factory`: extra Lightning callbacks, built fresh for every attempt.
+    `keep_best`: how many best-by-monitor checkpoints stay (checkpoint averaging reads them).
     """
     ckpt_dir = ctx.checkpoints_dir / name
     key = key or str(ctx.meta.get("config_hash", ""))
@@ -270,7 +273,7 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
         if seed is not None:
             pl.seed_everything(seed, workers=True, verbose=False)
         trainer = build_trainer(ctx, trainer_cfg, ckpt_dir, monitor, mode, name,
-                                callbacks_factory() if callbacks_factory else None)
+                                callbacks_factory() if callbacks_factory else None, keep_best=keep_best)
         model = build_model(trainer, bs)
         position = checkpoint_position(resume) if resume else None
         if position:
@@ -293,7 +296,7 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
     best_cb = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
     best = Path(best_cb.best_model_path) if best_cb is not None and best_cb.best_model_path else None
     best_score = float(best_cb.best_model_score) if best_cb is not None and best_cb.best_model_score is not None else None
-    _remove_superseded_best(ckpt_dir, best)
+    _remove_superseded_best(ckpt_dir, best, [Path(p) for p in getattr(best_cb, "best_k_models", {}) or {}])
     last = ckpt_dir / LAST_NAME
     result = FitResult(model=model, trainer=trainer, checkpoint_dir=ckpt_dir,
                        last_checkpoint=last if last.exists() else None, best_checkpoint=best, best_score=best_score,

@@ -29,6 +29,7 @@ def build_stages(cfg) -> list[Stage]:
 
 
 def build_nemo_stages(cfg) -> list[Stage]:
+    from tasks.asr.averaging import average_stage
     from tasks.asr.evaluate import evaluate_stage, score_stage
     from tasks.asr.export import export_stage
     from tasks.asr.model import model_stage
@@ -40,8 +41,9 @@ def build_nemo_stages(cfg) -> list[Stage]:
         Stage("model", model_stage, config_keys=("seed", "model", "data.sample_rate")),
         Stage("train", train_stage, config_keys=("seed", "data.batch_size", "data.max_duration", "data.min_duration",
                                                  "data.num_workers", "data.sample_rate", "model.freeze_encoder",
-                                                 "optim", "trainer")),
+                                                 "optim", "trainer", "export.average_best_k")),
         Stage("evaluate", evaluate_stage, config_keys=("evaluate", "data.language")),
         Stage("export", export_stage, config_keys=("export",)),
+        Stage("average", average_stage, config_keys=("export.average_best_k",)),
         Stage("score", score_stage, config_keys=("evaluate.worst_n",)),
     ]

@@ -74,7 +74,8 @@ def train_stage(ctx) -> None:
     cfg = ctx.cfg
     t0 = time.time()
     result = fit_resumable(ctx, make_model_builder(ctx), cfg.trainer, batch_size=int(cfg.data.batch_size),
-                           monitor=MONITOR, mode="min", name="fit", seed=int(cfg.seed))
+                           monitor=MONITOR, mode="min", name="fit", seed=int(cfg.seed),
+                           keep_best=max(1, int(cfg.export.get("average_best_k", 0) or 0)))
     best = load_best_weights(result.model, result)
     if not result.trainer.is_global_zero:  # DDP worker: rank 0 writes the model and the records
         return

@@ -31,6 +31,7 @@ def tiny_spec(path: Path, **changes) -> Path:
     cfg.trainer.max_epochs = 2
     cfg.evaluate.worst_n = 2
     cfg.export.check_utts = 2
+    cfg.export.average_best_k = 2  # both epochs kept and averaged (tests/asr/test_pipeline.py)
     for key, value in changes.items():
         OmegaConf.update(cfg, key, value, merge=False)
     path.parent.mkdir(parents=True, exist_ok=True)

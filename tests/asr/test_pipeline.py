@@ -30,7 +30,26 @@ def test_run_writes_metrics_predictions_and_report_assets(tiny_run):
     for clip in assets["audio"]:
         assert (tiny_run / clip["path"]).is_file() and clip["text"]
     meta = read_json(tiny_run / "meta.json")
-    assert [meta["stages"][s]["status"] for s in ("prepare", "model", "train", "evaluate", "export", "score")] == ["done"] * 6
+    assert [meta["stages"][s]["status"] for s in ("prepare", "model", "train", "evaluate", "export", "average",
+                                                  "score")] == ["done"] * 7
+
+
+def test_checkpoint_averaging_of_the_best_two_epochs(tiny_run):
+    """export.average_best_k=2: both epochs' best checkpoints kept, averaged, CER before/after recorded."""
+    import torch
+
+    from tasks.asr.averaging import AVERAGED_NEMO, best_nemo_checkpoints, mean_state_dict
+    from tasks.asr.model import restore_model
+
+    metrics = read_json(tiny_run / "metrics.json")
+    chosen = best_nemo_checkpoints(tiny_run / "checkpoints" / "fit", 2)
+    assert metrics["average_best_k"] == len(chosen) == 2
+    assert metrics["cer_before_average"] == pytest.approx(metrics["cer"])
+    assert 0.0 <= metrics["cer_after_average"] <= 1.0
+    averaged = restore_model(tiny_run / AVERAGED_NEMO).state_dict()
+    expected = mean_state_dict([torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for _, p in chosen])
+    name = next(k for k, v in expected.items() if v.is_floating_point() and "encoder" in k)
+    assert torch.allclose(averaged[name], expected[name])
 
 
 def test_chinese_training_targets_keep_every_character(tiny_run):
