@@ -173,8 +173,6 @@ def tokenizer_oov(tokens, split_texts: dict) -> dict:
 def model_stage(ctx) -> None:
     import shutil
 
-    import torch
-
     from tasks.asr.evaluate import aggregate, score_predictions
     from tasks.asr.prepare import load_split_texts, read_summary
     from tasks.asr.whisper_lora.decode import load_tokens
@@ -193,8 +191,6 @@ def model_stage(ctx) -> None:
     model = load_whisper(model_dir, cuda=cuda)
     atomic_write_json(ctx.path(VOCABULARY_FILE), {"source": source, "tokenizer": "whisper byte-level BPE",
                                                   "oov": oov, "parameters": int(sum(p.numel() for p in model.parameters()))})
-    if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     if bool(cfg.whisper.freeze_encoder):
         if not ctx.resuming and (ctx.run_dir / ENCODER_DIR).exists():
             shutil.rmtree(ctx.run_dir / ENCODER_DIR)  # a fresh model stage: base or data changed
