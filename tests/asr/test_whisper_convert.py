@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -25,7 +27,8 @@ def demo_clips(tmp_path_factory):
     from data_tools.speech_synth import synth_speech
     from tasks.asr.whisper_lora.decode import load_clip
 
-    root = synth_speech("asr", tmp_path_factory.mktemp("whisper-demo") / "asr", seed=0, renditions=1, noise=True)
+    root = Path(synth_speech("asr", tmp_path_factory.mktemp("whisper-demo") / "asr", seed=0, renditions=1,
+                             noise=True)["out_dir"])
     entries = read_manifest(root / "test_manifest.json")
     picked = [e for e in entries if int(e.audio_filepath.rsplit("_p", 1)[1][:2]) in (0, 3, 6)][:N_CLIPS]
     assert len(picked) == N_CLIPS

@@ -32,7 +32,7 @@ def tiny_corpus(folder: Path) -> Path:
     from data_tools.manifest import read_manifest, write_manifest
     from data_tools.speech_synth import synth_speech
 
-    root = synth_speech("asr", folder / "demo", seed=0, renditions=1, noise=False)
+    root = Path(synth_speech("asr", folder / "demo", seed=0, renditions=1, noise=False)["out_dir"])
     entries = [e for s in ("train", "val", "test") for e in read_manifest(root / f"{s}_manifest.json")]
     for split, voices in VOICES.items():
         chosen = [e for e in entries if e.speaker in voices and int(Path(e.audio_filepath).stem.split("_p")[1][:2]) in PHRASES]
