@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(ffmpeg sox espeak-ng docker.io libsndfile1 chromium chromium-driver shellcheck busybox-static)
+APT_PACKAGES=(ffmpeg sox espeak-ng docker.io libsndfile1 chromium chromium-driver shellcheck busybox-static fonts-wqy-microhei)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
