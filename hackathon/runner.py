@@ -10,105 +10,31 @@ makes kill -9 + rerun safe):
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import socket
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from hackathon import ddp, gpus, registry
-from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
+from hackathon.atomic import atomic_write_text, read_json
 from hackathon.config import cfg_slice, load_config, to_yaml
 from hackathon.errors import HackathonError
 from hackathon.fingerprint import combine, obj_fingerprint, path_fingerprint
 from hackathon.logs import attach_run_log, detach_run_log, get_logger
-from hackathon.paths import REPO_ROOT, current_user, default_run_dir, runs_root
+from hackathon.paths import REPO_ROOT, current_user, default_run_dir
+# Stage, RunContext, ... live in hackathon.run_context; re-exported here for the pipelines and tests.
+from hackathon.run_context import (RunContext, Stage, config_hash, find_resumable_run,  # noqa: F401
+                                   pipeline_module)
 
 log = get_logger("hackathon.runner")
 
 # Versions recorded in meta.json; read from package metadata, so nothing heavy is imported.
 RECORDED_PACKAGES = ("hackathon", "torch", "torchvision", "nemo_toolkit", "lightning", "pytorch-lightning",
                      "hydra-core", "omegaconf", "onnxruntime", "pycocotools", "docker", "numpy")
-
-
-@dataclass
-class Stage:
-    """A named step of a pipeline. `fn(ctx)` writes its outputs under ctx.run_dir."""
-
-    name: str
-    fn: Callable[["RunContext"], None]
-    config_keys: tuple[str, ...] = ()  # spec sections that change this stage's result
-    inputs: Callable[["RunContext"], Sequence[Path]] | None = None  # external files/dirs it reads
-
-
-@dataclass
-class RunContext:
-    task: str
-    run_dir: Path
-    cfg: Any  # OmegaConf DictConfig
-    meta: dict = field(default_factory=dict)
-    stage: str | None = None
-    resuming: bool = False  # True when the current stage was interrupted before and is re-entered
-
-    @property
-    def log(self):
-        return get_logger(f"hackathon.{self.task}")
-
-    def path(self, *parts: str, mkdir_parent: bool = True) -> Path:
-        p = self.run_dir.joinpath(*parts)
-        if mkdir_parent:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def dir(self, *parts: str) -> Path:
-        p = self.run_dir.joinpath(*parts)
-        p.mkdir(parents=True, exist_ok=True)
-        return p
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.dir("checkpoints")
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.dir("logs")
-
-    def record(self, **values: Any) -> None:
-        """Add facts to the current stage's entry in meta.json (e.g. resumed_from, batch_size)."""
-        entry = self.meta.setdefault("stages", {}).setdefault(self.stage or "_run", {})
-        entry.update(values)
-        self.save_meta()
-
-    def set_data_fingerprint(self, fp: str) -> None:
-        self.meta["data_fingerprint"] = fp
-        self.save_meta()
-
-    def save_meta(self) -> None:
-        atomic_write_json(self.run_dir / "meta.json", self.meta)
-
-    def read_metrics(self) -> dict:
-        return read_json(self.run_dir / "metrics.json", default={}) or {}
-
-    def write_metrics(self, values: dict) -> dict:
-        """Merge `values` into metrics.json (flat keys)."""
-        metrics = self.read_metrics()
-        metrics.update(values)
-        atomic_write_json(self.run_dir / "metrics.json", metrics)
-        return metrics
-
-
-def pipeline_module(task: str):
-    try:
-        return importlib.import_module(f"tasks.{task}.pipeline")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"tasks.{task}.pipeline":
-            raise HackathonError(f"The {task} pipeline is not built yet (tasks/{task}/pipeline.py missing).")
-        raise
 
 
 def git_sha() -> str | None:
@@ -135,25 +61,6 @@ def package_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             continue
     return out
-
-
-def config_hash(cfg) -> str:
-    from omegaconf import OmegaConf
-
-    return obj_fingerprint(OmegaConf.to_container(cfg, resolve=True))
-
-
-def find_resumable_run(task: str, cfg_hash: str) -> Path | None:
-    """The newest run of this task by this user with the same resolved config — so that typing the
-    same command again resumes instead of starting over."""
-    task_dir = runs_root() / task
-    if not task_dir.is_dir():
-        return None
-    for d in sorted(task_dir.iterdir(), reverse=True):
-        meta = read_json(d / "meta.json", default=None) if d.is_dir() else None
-        if meta and meta.get("config_hash") == cfg_hash and meta.get("user") == current_user():
-            return d
-    return None
 
 
 def _stage_fingerprint(ctx: RunContext, stage: Stage, previous: str) -> str:
@@ -278,7 +185,7 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
              echo: Callable[[str], None] = print) -> RunContext:
     """`hackathon run TASK`: resolve config, pick/create the run dir, run the task's stages."""
     if ddp.is_worker_process():  # an extra DDP process re-running this command: it only joins training
-        return ddp.run_worker(task, overrides, spec, run_dir, echo)
+        return ddp.run_worker(task, overrides, spec, run_dir, echo, pipeline=pipeline_module)
     ctx = prepare_run(task, overrides, spec, run_dir, new)
     ddp.publish_run_dir(ctx.run_dir)
     stages = pipeline_module(task).build_stages(ctx.cfg)
