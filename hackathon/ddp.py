@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 from hackathon.atomic import read_json
 from hackathon.errors import HackathonError
 from hackathon.logs import get_logger
-from hackathon.run_context import RunContext, config_hash, find_resumable_run, pipeline_module
+from hackathon.run_context import WorkerContext, config_hash, find_resumable_run, pipeline_module
 
 log = get_logger("hackathon.ddp")
 
@@ -93,15 +93,6 @@ def run_worker(task: str, overrides: Sequence[str] = (), spec: str | None = None
     `pipeline(task)` gives the task's module with build_stages (the runner passes its own lookup)."""
     from hackathon import gpus
     from hackathon.config import load_config
-
-    class WorkerContext(RunContext):
-        """Rank 0 owns meta.json and metrics.json: a worker's records stay in memory."""
-
-        def save_meta(self) -> None:
-            pass
-
-        def write_metrics(self, values: dict) -> dict:
-            return {**self.read_metrics(), **values}
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     cfg = load_config(task, spec, overrides)

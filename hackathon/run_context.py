@@ -85,6 +85,18 @@ class RunContext:
         return metrics
 
 
+class WorkerContext(RunContext):
+    """The context of a process that joins someone else's run (a DDP or torchrun worker that is not rank
+    0, a joining node): the run's owner writes meta.json and metrics.json; a worker's records stay in
+    memory."""
+
+    def save_meta(self) -> None:
+        pass
+
+    def write_metrics(self, values: dict) -> dict:
+        return {**self.read_metrics(), **values}
+
+
 def pipeline_module(task: str):
     try:
         return importlib.import_module(f"tasks.{task}.pipeline")

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hackathon import ddp, gpus, registry
+from hackathon import ddp, elastic, gpus, registry
 from hackathon.atomic import atomic_write_text, read_json
 from hackathon.config import cfg_slice, load_config, to_yaml
 from hackathon.errors import HackathonError
@@ -184,11 +184,18 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
              only: str | None = None, force: bool = False, new: bool = False, wait: bool = True,
              echo: Callable[[str], None] = print) -> RunContext:
     """`hackathon run TASK`: resolve config, pick/create the run dir, run the task's stages."""
-    if ddp.is_worker_process():  # an extra DDP process re-running this command: it only joins training
+    # launcher=torchrun: rank variables around this process (a cluster's pod env) are not ours; the
+    # workers torchrun starts run hackathon.elastic_worker, never this function.
+    role = elastic.claim_role(task, overrides, spec, run_dir, new)  # None unless launcher=torchrun
+    if role is not None and not role.coordinator:  # another process runs this run: add a node to it
+        return elastic.join_run(task, role, overrides, spec, echo, pipeline=pipeline_module)
+    if role is None and ddp.is_worker_process():  # an extra DDP process re-running this command: it only joins training
         return ddp.run_worker(task, overrides, spec, run_dir, echo, pipeline=pipeline_module)
-    ctx = prepare_run(task, overrides, spec, run_dir, new)
+    ctx = prepare_run(task, overrides, spec, role.run_dir if role else run_dir, new)
     ddp.publish_run_dir(ctx.run_dir)
     stages = pipeline_module(task).build_stages(ctx.cfg)
+    if role is not None:
+        stages = elastic.under_torchrun(ctx, stages, echo)
     handler = attach_run_log(ctx.run_dir)
     echo(f"run dir: {ctx.run_dir}")
     log.info("run %s started by %s on %s (overrides: %s)", task, ctx.meta["user"], ctx.meta["host"], list(overrides))
@@ -216,4 +223,6 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
         ctx.save_meta()
         _finish_team_records(ctx, error, echo)
         detach_run_log(handler)
+        if role is not None:
+            role.release()
     return ctx

@@ -282,6 +282,9 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
     trainer, model = run_with_oom_backoff(ctx, batch_size, train_once, min_batch_size=min_batch_size,
                                           what=f"training ({name})")
     seconds = time.time() - t_start
+    digests = _weights_digest_by_rank(model)
+    if digests:
+        ctx.record(weights_sha256_by_rank=digests, world_size=len(digests))
     _leave_process_group()
     clean_duplicate_last(ckpt_dir)
     best_cb = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
@@ -296,6 +299,12 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
     ctx.record(checkpoint_dir=str(ckpt_dir), best_checkpoint=str(best) if best else None, best_score=best_score,
                fit_attempts=attempts)
     return result
+
+
+def _weights_digest_by_rank(model) -> list[str] | None:
+    from hackathon.elastic import weights_digest_by_rank
+
+    return weights_digest_by_rank(model)
 
 
 def _leave_process_group() -> None:
