@@ -37,6 +37,8 @@ class RankZeroContext(RunContext):
         for key in ("resumed_from", "resumed_epoch"):
             if key in values:
                 self.start[key] = values[key]
+                # the fit is about to continue: bench/elastic_overhead.py measures kill -> training again
+                self.start["resumed_at_unix"] = round(time.time(), 3)
         super().record(**values)
 
 
