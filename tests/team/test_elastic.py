@@ -169,3 +169,88 @@ def test_second_node_started_late_joins_at_the_next_restart(uninterrupted, asr_b
     assert len(digests) == 2 and digests[0] == digests[1]
     cer = h.metrics(run_dir)["cer"]
     assert abs(cer - ref_cer) <= CER_NOISE, (cer, ref_cer)
+
+
+# ----------------------------------------------------------------------------- the same single kill: TTS, detect
+
+def single_worker_kill(task: str, run_dir: Path, overrides: list[str], ckpt: Path, env: dict, logs: Path,
+                       extra_args: list[str] = ()) -> tuple[dict, int]:
+    """Two nodes on a prepared run dir; kill -9 one worker once an epoch is checkpointed; both finish."""
+    import os
+    import signal
+
+    nodes = [h.start_node(task, run_dir, [*overrides, *extra_args], env, logs / f"node{i}.log") for i in (0, 1)]
+    try:
+        done_at_kill = h.wait_until(lambda: h.epochs_checkpointed(ckpt) >= 1 and h.epochs_checkpointed(ckpt),
+                                    420, f"{task}: an epoch checkpointed", nodes)
+        workers = h.wait_until(lambda: (lambda w: w if len(w) == 2 else None)(h.worker_pids(run_dir)), 60,
+                               "both workers", nodes)
+        os.kill(workers[1], signal.SIGKILL)
+        h.finish(nodes, 600)
+    finally:
+        h.cleanup(nodes)
+    assert nodes[0].proc.returncode == 0, nodes[0].output()[-4000:]
+    return h.meta(run_dir), done_at_kill
+
+
+def tiny_tts_corpus(root: Path) -> Path:
+    from data_tools.manifest import write_manifest
+    from tests.tts.test_pipeline import SPLIT_NAMES, TEMPLATE, espeak
+
+    for split, names in SPLIT_NAMES.items():
+        entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))
+                   for i, n in enumerate(names)]
+        write_manifest(root / f"{split}_manifest.json", entries)
+    return root
+
+
+@pytest.mark.slow
+def test_fastpitch_stage_survives_a_worker_kill(tmp_path, team_env):
+    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from tests.tts.test_pipeline import OVERRIDES
+
+    corpus = tiny_tts_corpus(tmp_path / "corpus")
+    overrides = [f"data.source={corpus}", *[o for o in OVERRIDES if not o.startswith("fastpitch.trainer.max_epochs")],
+                 "fastpitch.trainer.max_epochs=6", "fastpitch.trainer.check_val_every_n_epoch=3", "hifigan.enabled=false"]
+    run_dir = tmp_path / "run"
+    ctx = prepare_run("tts", overrides, run_dir=run_dir)
+    execute_stages(ctx, [s for s in pipeline_module("tts").build_stages(ctx.cfg) if s.name in ("prepare", "g2p", "sup_data")],
+                   echo=lambda s: None)
+    meta, done_at_kill = single_worker_kill(
+        "tts", run_dir, overrides + h.elastic_overrides(h.free_port()),
+        run_dir / "checkpoints" / "fastpitch" / "last.ckpt", team_env, tmp_path, ["--only", "fastpitch"])
+    fp = meta["stages"]["fastpitch"]
+    assert fp["status"] == "done" and (run_dir / "models" / "fastpitch.nemo").is_file()
+    el = fp["elastic"]
+    assert el["restarts"] >= 1 and el["world_sizes"] == [2], el
+    assert h.resumed_epochs(el["starts"][1]) >= done_at_kill, (el["starts"], done_at_kill)
+    assert fp["epochs"] == 6  # the fit went on to the end from the checkpoint
+    digests = fp["weights_sha256_by_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+
+
+@pytest.mark.slow
+def test_detect_torch_training_survives_a_worker_kill(tmp_path, team_env, monkeypatch):
+    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from tests.detect.test_torch_pipeline import TINY
+
+    overrides = [o for o in TINY if not o.startswith(("demo.num_images", "torch.epochs"))] + \
+        ["demo.num_images=40", "torch.epochs=4"]
+    env = {**team_env, "HACKATHON_DEMO_DATA": str(tmp_path / "demo")}
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("HACKATHON_DEMO_DATA", env["HACKATHON_DEMO_DATA"])
+    ctx = prepare_run("detect", overrides, run_dir=run_dir)
+    execute_stages(ctx, [s for s in pipeline_module("detect").build_stages(ctx.cfg)
+                         if s.name in ("prepare", "split", "balance", "export")], echo=lambda s: None)
+    meta, done_at_kill = single_worker_kill("detect", run_dir, overrides + h.elastic_overrides(h.free_port()),
+                                            run_dir / "checkpoints" / "last.pt", env, tmp_path)
+    assert meta["status"] == "done" and all(meta["stages"][s]["status"] == "done" for s in ("train", "infer", "evaluate"))
+    train = meta["stages"]["train"]
+    el = train["elastic"]
+    assert el["restarts"] >= 1 and el["world_sizes"] == [2], el
+    assert h.resumed_epochs(el["starts"][1]) >= done_at_kill, (el["starts"], done_at_kill)
+    digests = train["weights_sha256_by_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    rows = (run_dir / "logs" / "torch_train" / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows][-1] == 3  # every epoch through the last one
+    assert 0.0 <= h.metrics(run_dir)["map50"] <= 1.0
