@@ -283,6 +283,23 @@ def _running_stage(run_dir: Path, names: set[str], joined: set[tuple[str, int]],
                          fix="Start the same command with the same --run-dir on the first node too.")
 
 
+def _wait_for_rendezvous_host(endpoint: str | None, seconds: float = 20.0) -> None:
+    """Give the coordinator's agent a moment to open the rendezvous: when several agents share the
+    endpoint's machine, the first to bind the port hosts the c10d store, and that should be the
+    coordinator's (a joiner may be stopped any time). Goes on after `seconds` regardless: on a cluster the
+    endpoint's machine may well be a joiner."""
+    if not endpoint or ":" not in endpoint:
+        return
+    host, port = endpoint.rsplit(":", 1)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return
+        except OSError:
+            time.sleep(POLL_SECONDS)
+
+
 def join_run(task: str, role: Role, overrides: Sequence[str] = (), spec: str | None = None,
              echo: Callable[[str], None] = print, pipeline: Callable = pipeline_module,
              timeout: float = JOIN_WAIT_SECONDS) -> RunContext:
@@ -301,6 +318,7 @@ def join_run(task: str, role: Role, overrides: Sequence[str] = (), spec: str | N
         name, _ = current
         meta = read_json(rd / "meta.json", default={}) or {}
         endpoint = (meta["stages"][name].get("elastic") or {}).get("rdzv_endpoint")
+        _wait_for_rendezvous_host(endpoint)
         ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta=meta, stage=name)
         with gpus.run_device_locks(ctx, echo=echo):  # this machine's GPUs, while its agent trains
             rc = run_agent(task, rd, stages[name], cfg, endpoint, echo)
