@@ -102,3 +102,11 @@ def test_a_restart_within_a_launch_resumes_its_own_checkpoints(tmp_path):
     future = time.time() + 5
     os.utime(ckpt_dir / "last.ckpt", (future, future))
     assert checkpointed_since(tmp_path, launch)
+
+
+def test_gpu_locks_cover_every_local_worker_under_torchrun():
+    from hackathon import gpus
+
+    cfg = load_config("asr", None, ["launcher=torchrun", "elastic.nproc_per_node=4"])
+    assert gpus.select_gpus("auto", max(d for _, d in gpus._requested_devices(cfg)), list(range(8))) == [0, 1, 2, 3]
+    assert ("auto", 4) not in gpus._requested_devices(load_config("asr", None, ["elastic.nproc_per_node=4"]))
