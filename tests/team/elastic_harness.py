@@ -78,6 +78,16 @@ def start_node(task: str, run_dir: Path, overrides: list[str], env: dict, log: P
     return Node(proc, log)
 
 
+def start_two_nodes(task: str, run_dir: Path, overrides: list[str], env: dict, logs: Path,
+                    extra_args: list[str] = ()) -> list[Node]:
+    """Node 0 first, until it coordinates the run (its meta.json status appears), then node 1, which joins."""
+    args = [*overrides, *extra_args]
+    first = start_node(task, run_dir, args, env, logs / "node0.log")
+    wait_until(lambda: (run_dir / "meta.json").exists() and meta(run_dir).get("status") in ("queued", "running"),
+               120, "node 0 to coordinate", [first])
+    return [first, start_node(task, run_dir, args, env, logs / "node1.log")]
+
+
 def worker_pids(run_dir: Path) -> dict[int, int]:
     """{global rank: pid} of the live torchrun workers of this run (from /proc)."""
     found = {}

@@ -75,7 +75,7 @@ def uninterrupted(asr_base, tmp_path_factory):
     env = dict(os.environ)
     run_dir = copy_run(asr_base, tmp_path_factory.mktemp("ref") / "run")
     overrides = ASR + h.elastic_overrides(h.free_port())
-    nodes = [h.start_node("asr", run_dir, overrides, env, run_dir.parent / f"node{i}.log") for i in (0, 1)]
+    nodes = h.start_two_nodes("asr", run_dir, overrides, env, run_dir.parent)
     try:
         h.finish(nodes, 600)
     finally:
@@ -91,7 +91,7 @@ def test_kill_one_worker_mid_epoch_group_restarts_and_finishes(uninterrupted, as
     assert ref_cer < 0.5, f"the reference run did not learn (CER {ref_cer}): the comparison would mean nothing"
     run_dir = copy_run(asr_base, tmp_path / "run")
     overrides = ASR + h.elastic_overrides(h.free_port())
-    nodes = [h.start_node("asr", run_dir, overrides, team_env, tmp_path / f"node{i}.log") for i in (0, 1)]
+    nodes = h.start_two_nodes("asr", run_dir, overrides, team_env, tmp_path)
     last = run_dir / "checkpoints" / "fit" / "last.ckpt"
     try:
         done_at_kill = h.wait_until(lambda: h.epochs_checkpointed(last) >= 2 and h.epochs_checkpointed(last),
@@ -126,13 +126,13 @@ def test_kill_one_whole_node_the_other_finishes_alone(uninterrupted, asr_base, t
     ref_cer = h.metrics(uninterrupted)["cer"]
     run_dir = copy_run(asr_base, tmp_path / "run")
     overrides = ASR + h.elastic_overrides(h.free_port())
-    nodes = [h.start_node("asr", run_dir, overrides, team_env, tmp_path / f"node{i}.log") for i in (0, 1)]
+    nodes = h.start_two_nodes("asr", run_dir, overrides, team_env, tmp_path)
     last = run_dir / "checkpoints" / "fit" / "last.ckpt"
     try:
         done_at_kill = h.wait_until(lambda: h.epochs_checkpointed(last) >= 2 and h.epochs_checkpointed(last),
                                     420, "two epochs checkpointed", nodes)
         time.sleep(0.5)
-        nodes[1].kill()  # the joining node: its `hackathon run`, torchrun agent and workers
+        nodes[1].kill()  # the joining node (node 0 coordinates): its `hackathon run`, torchrun agent and workers
         h.finish(nodes[:1], 600)
     finally:
         h.cleanup(nodes)
@@ -179,7 +179,7 @@ def single_worker_kill(task: str, run_dir: Path, overrides: list[str], ckpt: Pat
     import os
     import signal
 
-    nodes = [h.start_node(task, run_dir, [*overrides, *extra_args], env, logs / f"node{i}.log") for i in (0, 1)]
+    nodes = h.start_two_nodes(task, run_dir, overrides, env, logs, extra_args)
     try:
         done_at_kill = h.wait_until(lambda: h.epochs_checkpointed(ckpt) >= 1 and h.epochs_checkpointed(ckpt),
                                     420, f"{task}: an epoch checkpointed", nodes)
