@@ -107,6 +107,10 @@ def tts_sections(dry: bool, work: Path) -> dict:
               f"hifigan.pretrain_steps={steps_hg}", f"hifigan.finetune_steps={steps_hg}"]
     spec = None if dry else "workstation"
     overrides = common + (TTS_TINY if dry else [])
+    if dry:  # the TTS tests' 9-utterance corpus instead of the demo corpus (whose pitch extraction takes minutes)
+        from tests.team.elastic_harness import tiny_tts_corpus
+
+        overrides.append(f"data.source={tiny_tts_corpus(work / 'tts_corpus')}")
     os.environ["HACKATHON_DEMO_DATA"] = str(work / "demo_data")
     ctx = prepare_run("tts", overrides, spec=spec, run_dir=work / "tts")
     wanted = ("prepare", "g2p", "sup_data", "fastpitch", "mels", "hifigan")

@@ -170,3 +170,15 @@ def cleanup(nodes: list[Node]) -> None:
     for n in nodes:
         if n.proc.poll() is None:
             n.kill()
+
+
+def tiny_tts_corpus(root: Path) -> Path:
+    """The TTS tests' 9-utterance espeak-ng corpus (train/val/test manifests) in `root`."""
+    from data_tools.manifest import write_manifest
+    from tests.tts.test_pipeline import SPLIT_NAMES, TEMPLATE, espeak
+
+    for split, names in SPLIT_NAMES.items():
+        entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))
+                   for i, n in enumerate(names)]
+        write_manifest(root / f"{split}_manifest.json", entries)
+    return root

@@ -193,23 +193,12 @@ def single_worker_kill(task: str, run_dir: Path, overrides: list[str], ckpt: Pat
     return h.meta(run_dir), done_at_kill
 
 
-def tiny_tts_corpus(root: Path) -> Path:
-    from data_tools.manifest import write_manifest
-    from tests.tts.test_pipeline import SPLIT_NAMES, TEMPLATE, espeak
-
-    for split, names in SPLIT_NAMES.items():
-        entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))
-                   for i, n in enumerate(names)]
-        write_manifest(root / f"{split}_manifest.json", entries)
-    return root
-
-
 @pytest.mark.slow
 def test_fastpitch_stage_survives_a_worker_kill(tmp_path, team_env):
     from hackathon.runner import execute_stages, pipeline_module, prepare_run
     from tests.tts.test_pipeline import OVERRIDES
 
-    corpus = tiny_tts_corpus(tmp_path / "corpus")
+    corpus = h.tiny_tts_corpus(tmp_path / "corpus")
     overrides = [f"data.source={corpus}", *[o for o in OVERRIDES if not o.startswith("fastpitch.trainer.max_epochs")],
                  "fastpitch.trainer.max_epochs=6", "fastpitch.trainer.check_val_every_n_epoch=3", "hifigan.enabled=false"]
     run_dir = tmp_path / "run"
