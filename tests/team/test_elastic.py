@@ -20,11 +20,10 @@ import pytest
 
 from tests.team import elastic_harness as h
 
-# The demo QuartzNet on the demo corpus, few epochs: enough to learn (CER well below 1), few enough
-# for CI. Validation every 2 epochs keeps the epochs short.
-ASR_EPOCHS = 8
-ASR = [f"trainer.max_epochs={ASR_EPOCHS}", "trainer.check_val_every_n_epoch=2", "export.onnx=false",
-       "data.demo.renditions=2", "evaluate.worst_n=1"]
+# The ASR demo as it is (QuartzNet on the demo corpus, 20 epochs) with 8 utterances per rank: 2 ranks
+# make the demo's batch of 16, so the run learns as the demo does (held-out CER near 0, bench/RESULTS.md)
+# and "CER within 0.02" compares trained models, not two untrained ones. Validation every 2 epochs.
+ASR = ["data.batch_size=8", "trainer.check_val_every_n_epoch=2", "export.onnx=false", "evaluate.worst_n=1"]
 CER_NOISE = 0.02
 
 
@@ -88,7 +87,7 @@ def uninterrupted(asr_base, tmp_path_factory):
 @pytest.mark.slow
 def test_kill_one_worker_mid_epoch_group_restarts_and_finishes(uninterrupted, asr_base, tmp_path, team_env):
     ref_cer = h.metrics(uninterrupted)["cer"]
-    assert ref_cer < 0.5, f"the reference run did not learn (CER {ref_cer}): the comparison would mean nothing"
+    assert ref_cer < 0.2, f"the reference run did not learn (CER {ref_cer}): the comparison would mean nothing"
     run_dir = copy_run(asr_base, tmp_path / "run")
     overrides = ASR + h.elastic_overrides(h.free_port())
     nodes = h.start_two_nodes("asr", run_dir, overrides, team_env, tmp_path)
