@@ -193,10 +193,18 @@ def test_sbatch_script_launch_runs_here_and_requeues_on_usr1(tmp_path, hackathon
     while not last.exists() and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.3)
     assert last.exists(), first.communicate()[0].decode()[-3000:] if first.poll() is not None else "no checkpoint"
+    from tests.team.elastic_harness import descendants
+
+    step = descendants(first.pid)  # srun's `hackathon run`, its torchrun agent and worker
     os.kill(first.pid, signal.SIGUSR1)
     first.wait(timeout=60)
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
-    os.killpg(first.pid, signal.SIGKILL)  # SLURM ends the allocation's steps on requeue
+    for pid in step:  # SLURM ends the allocation's job steps on requeue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(1)
     # 2) the requeued job: same script, same run dir
     second = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
