@@ -33,6 +33,11 @@ app.add_typer(asr_app, name="asr")
 app.add_typer(tts_app, name="tts")
 app.add_typer(detect_app, name="detect")
 app.add_typer(ngc_app, name="ngc")
+k8s_app = typer.Typer(help="Kubernetes: a Kubeflow PyTorchJob (elastic, torchrun) and the project's Dockerfile.",
+                      no_args_is_help=True)
+slurm_app = typer.Typer(help="SLURM: an sbatch script (srun + torchrun, requeue on preemption).", no_args_is_help=True)
+app.add_typer(k8s_app, name="k8s")
+app.add_typer(slurm_app, name="slurm")
 
 
 def friendly_errors(fn):
@@ -558,6 +563,77 @@ def deploy_triton_repo(
 
     for line in deploy_command(out, asr=asr, tts=tts, detect=detect, spec=spec, engines=engines, run=run, image=image):
         console.print(line, highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------- cluster jobs (issue 12)
+
+@k8s_app.command("render")
+@friendly_errors
+def k8s_render(
+    task: str = typer.Argument(..., help="asr | tts | detect"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value spec overrides for the job's run."),
+    out: Path = typer.Option(..., "--out", help="Folder for pvc.yaml and pytorchjob.yaml."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec name in specs/<task>/ (inside the image) or a path on the volume."),
+    name: Optional[str] = typer.Option(None, "--name", help="Job name (default hackathon-TASK); the run dir is /runs/TASK/NAME."),
+    image: str = typer.Option("registry.example.com/team/hackathon:latest", "--image", help="Image built from `hackathon k8s image`."),
+    min_nodes: int = typer.Option(1, "--min-nodes", help="Fewest worker pods the job keeps training with."),
+    max_nodes: int = typer.Option(2, "--max-nodes", help="Most worker pods (replicas)."),
+    gpus_per_node: int = typer.Option(1, "--gpus-per-node", help="nvidia.com/gpu per pod = torchrun workers per pod."),
+    max_restarts: int = typer.Option(3, "--max-restarts", help="torchrun restarts of the worker group."),
+    pvc: str = typer.Option("hackathon-shared", "--pvc", help="ReadWriteMany claim for /data and /runs."),
+    pvc_size: str = typer.Option("500Gi", "--pvc-size", help="Size requested by pvc.yaml."),
+    storage_class: Optional[str] = typer.Option(None, "--storage-class", help="An RWX class (NFS, CephFS, ...)."),
+    pull_secret: str = typer.Option("ngc-registry", "--pull-secret", help="Name of the docker-registry secret (never the key)."),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="Namespace for the objects."),
+):
+    """Write a Kubeflow PyTorchJob (elasticPolicy, c10d) + shared PVC for `hackathon run TASK` under torchrun."""
+    from hackathon.cluster.k8s import render
+
+    for path in render(task, out, overrides or [], spec=spec, name=name, image=image, min_nodes=min_nodes,
+                       max_nodes=max_nodes, gpus_per_node=gpus_per_node, max_restarts=max_restarts, pvc=pvc,
+                       pvc_size=pvc_size, storage_class=storage_class, pull_secret=pull_secret, namespace=namespace):
+        console.print(f"wrote {path}")
+    console.print(f"apply: kubectl apply -f {out}/pvc.yaml -f {out}/pytorchjob.yaml  (docs/MULTI_GPU.md)")
+
+
+@k8s_app.command("image")
+@friendly_errors
+def k8s_image(
+    out: Path = typer.Option(..., "--out", help="Folder for Dockerfile and Dockerfile.dockerignore."),
+    base: str = typer.Option("nvcr.io/nvidia/nemo:25.04", "--base", help="NGC base image (NeMo or PyTorch)."),
+):
+    """Write a Dockerfile for the project on an NGC NeMo/PyTorch base."""
+    from hackathon.cluster.image import write_image_files
+
+    for path in write_image_files(out, base):
+        console.print(f"wrote {path}")
+    console.print(f"build (repo root): docker build -f {out}/Dockerfile -t REGISTRY/team/hackathon:TAG .")
+
+
+@slurm_app.command("render")
+@friendly_errors
+def slurm_render(
+    task: str = typer.Argument(..., help="asr | tts | detect"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value spec overrides for the job's run."),
+    out: Path = typer.Option(..., "--out", help="sbatch script to write."),
+    spec: Optional[str] = typer.Option(None, "--spec", help="Spec name in specs/<task>/ or a YAML path."),
+    name: Optional[str] = typer.Option(None, "--name", help="Job name (default hackathon-TASK)."),
+    nodes: int = typer.Option(2, "--nodes", help="Nodes to allocate."),
+    min_nodes: Optional[int] = typer.Option(None, "--min-nodes", help="Keep training with this many (elastic); default = --nodes."),
+    gpus_per_node: int = typer.Option(1, "--gpus-per-node", help="GPUs per node = torchrun workers per node."),
+    cpus_per_task: int = typer.Option(16, "--cpus-per-task", help="CPU cores per node's task."),
+    time_limit: str = typer.Option("24:00:00", "--time", help="SLURM time limit; the job requeues itself before it."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="SLURM partition."),
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Run dir on the shared filesystem (default runs/TASK/NAME)."),
+    max_restarts: int = typer.Option(3, "--max-restarts", help="torchrun restarts of the worker group."),
+):
+    """Write an sbatch script: srun + torchrun (c10d on the first node), --requeue on preemption, same run dir."""
+    from hackathon.cluster.slurm import render
+
+    path = render(task, out, overrides or [], spec=spec, name=name, nodes=nodes, min_nodes=min_nodes,
+                  gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, time_limit=time_limit,
+                  partition=partition, run_dir=run_dir, max_restarts=max_restarts)
+    console.print(f"wrote {path}\nsubmit: sbatch {path}")
 
 
 def main() -> None:  # pragma: no cover - console script entry is `app`

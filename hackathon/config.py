@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,9 @@ def resolve_spec_file(task: str, spec: str | None) -> Path:
     choices = sorted(x.stem for x in (SPECS_DIR / task).glob("*.yaml"))
     raise HackathonError(f"Spec '{spec}' not found (neither a file nor specs/{task}/{spec}.yaml).",
                          fix=f"Use one of {choices} or a path to a YAML file.")
+
+
+_SEXAGESIMAL = re.compile(r"[0-9]+(:[0-9]+)+")
 
 
 def backend_demo_spec(task: str, overrides: Sequence[str]) -> str | None:
@@ -85,6 +89,8 @@ def load_config(task: str, spec: str | None = None, overrides: Sequence[str] = (
     dotlist = []
     for item in parse_overrides(overrides):
         key, value = item.split("=", 1)
+        if _SEXAGESIMAL.fullmatch(value.strip()):  # YAML 1.1 would read elastic.nnodes=1:2 as the number 62
+            item = f"{key}='{value.strip()}'"
         if key.startswith("+"):
             dotlist.append(f"{key[1:]}={value}")
             continue

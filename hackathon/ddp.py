@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 from hackathon.atomic import read_json
 from hackathon.errors import HackathonError
 from hackathon.logs import get_logger
+from hackathon.run_context import WorkerContext, config_hash, find_resumable_run, pipeline_module
 
 log = get_logger("hackathon.ddp")
 
@@ -58,8 +59,6 @@ def uses_trainer(stage, cfg) -> bool:
 
 
 def _worker_run_dir(task: str, cfg, run_dir) -> Path:
-    from hackathon.runner import config_hash, find_resumable_run
-
     chosen = os.environ.get(RUN_DIR_ENV) or run_dir or find_resumable_run(task, config_hash(cfg))
     if not chosen:
         raise HackathonError(f"DDP worker process (rank variables {_ranks()}) cannot find the {task} run directory.",
@@ -88,25 +87,17 @@ def _wait_for_training_stage(run_dir: Path, names: set[str], started: str, timeo
 
 
 def run_worker(task: str, overrides: Sequence[str] = (), spec: str | None = None, run_dir=None,
-               echo: Callable[[str], None] = print, timeout: float = WAIT_FOR_RANK0_SECONDS):
-    """Join rank 0's training stage (see the module docstring). Returns the worker's context."""
+               echo: Callable[[str], None] = print, timeout: float = WAIT_FOR_RANK0_SECONDS,
+               pipeline: Callable = pipeline_module):
+    """Join rank 0's training stage (see the module docstring). Returns the worker's context.
+    `pipeline(task)` gives the task's module with build_stages (the runner passes its own lookup)."""
     from hackathon import gpus
     from hackathon.config import load_config
-    from hackathon.runner import RunContext, pipeline_module
-
-    class WorkerContext(RunContext):
-        """Rank 0 owns meta.json and metrics.json: a worker's records stay in memory."""
-
-        def save_meta(self) -> None:
-            pass
-
-        def write_metrics(self, values: dict) -> dict:
-            return {**self.read_metrics(), **values}
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     cfg = load_config(task, spec, overrides)
     rd = _worker_run_dir(task, cfg, run_dir)
-    stages = {s.name: s for s in pipeline_module(task).build_stages(cfg) if uses_trainer(s, cfg)}
+    stages = {s.name: s for s in pipeline(task).build_stages(cfg) if uses_trainer(s, cfg)}
     if not stages:
         raise HackathonError(f"The {task} pipeline has no stage that uses a trainer config: nothing for a DDP "
                              "worker to join.", fix="Run it on one device (trainer.devices=1).")

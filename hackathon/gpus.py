@@ -337,6 +337,10 @@ def _requested_devices(cfg) -> list[tuple[str, Any]]:
             requests.append(("gpu", [int(device.split(":", 1)[1])]))
         else:  # auto | cuda: the first visible GPU
             requests.append(("auto", 1))
+    elastic = plain.get("elastic") if plain.get("launcher") == "torchrun" else None
+    nproc = str((elastic or {}).get("nproc_per_node", "auto"))
+    if nproc.isdigit() and int(nproc) > 0:  # launcher=torchrun: one worker per local GPU
+        requests.append(("auto", int(nproc)))
     return requests
 
 

@@ -10,7 +10,6 @@ makes kill -9 + rerun safe):
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import socket
@@ -18,101 +17,28 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from rich.markup import escape
 
-from hackathon import ddp, gpus, registry
-from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
+from hackathon import ddp, elastic, gpus, registry
+from hackathon.atomic import atomic_write_text, read_json
 from hackathon.config import cfg_slice, load_config, to_yaml
 from hackathon.errors import HackathonError
 from hackathon.fingerprint import combine, obj_fingerprint, path_fingerprint
 from hackathon.logs import attach_run_log, detach_run_log, get_logger, redact
+from hackathon.paths import REPO_ROOT, current_user, default_run_dir
 from hackathon.progress import log_tail, stage_output
-from hackathon.paths import REPO_ROOT, current_user, default_run_dir, runs_root
+# Stage, RunContext, ... live in hackathon.run_context; re-exported here for the pipelines and tests.
+from hackathon.run_context import (RunContext, Stage, config_hash, find_resumable_run,  # noqa: F401
+                                   pipeline_module)
 
 log = get_logger("hackathon.runner")
 
 # Versions recorded in meta.json; read from package metadata, so nothing heavy is imported.
 RECORDED_PACKAGES = ("hackathon", "torch", "torchvision", "nemo_toolkit", "lightning", "pytorch-lightning",
                      "hydra-core", "omegaconf", "onnxruntime", "pycocotools", "docker", "numpy")
-
-
-@dataclass
-class Stage:
-    """A named step of a pipeline. `fn(ctx)` writes its outputs under ctx.run_dir."""
-
-    name: str
-    fn: Callable[["RunContext"], None]
-    config_keys: tuple[str, ...] = ()  # spec sections that change this stage's result
-    inputs: Callable[["RunContext"], Sequence[Path]] | None = None  # external files/dirs it reads
-
-
-@dataclass
-class RunContext:
-    task: str
-    run_dir: Path
-    cfg: Any  # OmegaConf DictConfig
-    meta: dict = field(default_factory=dict)
-    stage: str | None = None
-    resuming: bool = False  # True when the current stage was interrupted before and is re-entered
-
-    @property
-    def log(self):
-        return get_logger(f"hackathon.{self.task}")
-
-    def path(self, *parts: str, mkdir_parent: bool = True) -> Path:
-        p = self.run_dir.joinpath(*parts)
-        if mkdir_parent:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        return p
-
-    def dir(self, *parts: str) -> Path:
-        p = self.run_dir.joinpath(*parts)
-        p.mkdir(parents=True, exist_ok=True)
-        return p
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.dir("checkpoints")
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.dir("logs")
-
-    def record(self, **values: Any) -> None:
-        """Add facts to the current stage's entry in meta.json (e.g. resumed_from, batch_size)."""
-        entry = self.meta.setdefault("stages", {}).setdefault(self.stage or "_run", {})
-        entry.update(values)
-        self.save_meta()
-
-    def set_data_fingerprint(self, fp: str) -> None:
-        self.meta["data_fingerprint"] = fp
-        self.save_meta()
-
-    def save_meta(self) -> None:
-        atomic_write_json(self.run_dir / "meta.json", self.meta)
-
-    def read_metrics(self) -> dict:
-        return read_json(self.run_dir / "metrics.json", default={}) or {}
-
-    def write_metrics(self, values: dict) -> dict:
-        """Merge `values` into metrics.json (flat keys)."""
-        metrics = self.read_metrics()
-        metrics.update(values)
-        atomic_write_json(self.run_dir / "metrics.json", metrics)
-        return metrics
-
-
-def pipeline_module(task: str):
-    try:
-        return importlib.import_module(f"tasks.{task}.pipeline")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"tasks.{task}.pipeline":
-            raise HackathonError(f"The {task} pipeline is not built yet (tasks/{task}/pipeline.py missing).")
-        raise
 
 
 def git_sha() -> str | None:
@@ -139,25 +65,6 @@ def package_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             continue
     return out
-
-
-def config_hash(cfg) -> str:
-    from omegaconf import OmegaConf
-
-    return obj_fingerprint(OmegaConf.to_container(cfg, resolve=True))
-
-
-def find_resumable_run(task: str, cfg_hash: str) -> Path | None:
-    """The newest run of this task by this user with the same resolved config — so that typing the
-    same command again resumes instead of starting over."""
-    task_dir = runs_root() / task
-    if not task_dir.is_dir():
-        return None
-    for d in sorted(task_dir.iterdir(), reverse=True):
-        meta = read_json(d / "meta.json", default=None) if d.is_dir() else None
-        if meta and meta.get("config_hash") == cfg_hash and meta.get("user") == current_user():
-            return d
-    return None
 
 
 def _stage_fingerprint(ctx: RunContext, stage: Stage, previous: str) -> str:
@@ -295,11 +202,18 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
              only: str | None = None, force: bool = False, new: bool = False, wait: bool = True,
              echo: Callable[[str], None] = print) -> RunContext:
     """`hackathon run TASK`: resolve config, pick/create the run dir, run the task's stages."""
-    if ddp.is_worker_process():  # an extra DDP process re-running this command: it only joins training
-        return ddp.run_worker(task, overrides, spec, run_dir, echo)
-    ctx = prepare_run(task, overrides, spec, run_dir, new)
+    # launcher=torchrun: rank variables around this process (a cluster's pod env) are not ours; the
+    # workers torchrun starts run hackathon.elastic_worker, never this function.
+    role = elastic.claim_role(task, overrides, spec, run_dir, new)  # None unless launcher=torchrun
+    if role is not None and not role.coordinator:  # another process runs this run: add a node to it
+        return elastic.join_run(task, role, overrides, spec, echo, pipeline=pipeline_module)
+    if role is None and ddp.is_worker_process():  # an extra DDP process re-running this command: it only joins training
+        return ddp.run_worker(task, overrides, spec, run_dir, echo, pipeline=pipeline_module)
+    ctx = prepare_run(task, overrides, spec, role.run_dir if role else run_dir, new)
     ddp.publish_run_dir(ctx.run_dir)
     stages = pipeline_module(task).build_stages(ctx.cfg)
+    if role is not None:
+        stages = elastic.under_torchrun(ctx, stages, echo)
     handler = attach_run_log(ctx.run_dir)
     echo(f"run dir: {ctx.run_dir}")
     log.info("run %s started by %s on %s (overrides: %s)", task, ctx.meta["user"], ctx.meta["host"], list(overrides))
@@ -327,4 +241,6 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
         ctx.save_meta()
         _finish_team_records(ctx, error, echo)
         detach_run_log(handler)
+        if role is not None:
+            role.release()
     return ctx

@@ -291,6 +291,9 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
     trainer, model = run_with_oom_backoff(ctx, batch_size, train_once, min_batch_size=min_batch_size,
                                           what=f"training ({name})")
     seconds = time.time() - t_start
+    digests = _weights_digest_by_rank(model)
+    if digests:
+        ctx.record(weights_sha256_by_rank=digests, world_size=len(digests))
     _leave_process_group()
     clean_duplicate_last(ckpt_dir)
     best_cb = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
@@ -330,6 +333,12 @@ def stopped_by_time_limit(trainer) -> bool:
     epochs_left = trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch < trainer.max_epochs
     unbounded = (trainer.max_steps is None or trainer.max_steps < 0) and (trainer.max_epochs is None or trainer.max_epochs < 0)
     return steps_left or epochs_left or unbounded
+
+
+def _weights_digest_by_rank(model) -> list[str] | None:
+    from hackathon.elastic import weights_digest_by_rank
+
+    return weights_digest_by_rank(model)
 
 
 def _leave_process_group() -> None:

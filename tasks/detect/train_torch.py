@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -234,14 +235,33 @@ def _append_csv(path: Path, row: dict) -> None:
         w.writerow(row)
 
 
+def _process_group(device):
+    """(rank, world size) under torchrun (RANK/WORLD_SIZE set): joins the process group (gloo on CPU,
+    nccl on GPU); (0, 1) in a plain run."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world < 2:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
 def train_once(ctx, batch_size: int) -> dict:
-    """Train (resuming from checkpoints/last.pt when present) until torch.epochs or the time budget."""
+    """Train (resuming from checkpoints/last.pt when present) until torch.epochs or the time budget.
+    Under torchrun each rank trains on its share of every global batch (batch_size per rank) through
+    DistributedDataParallel; rank 0 alone validates and writes checkpoints, the CSV and the records."""
     import torch
 
+    from hackathon.elastic import weights_digest_by_rank
     from tasks.detect.stages import split_json
 
     t = ctx.cfg.torch
     device = pick_device(ctx.cfg)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    rank, world = _process_group(device)
     if t.threads:
         torch.set_num_threads(int(t.threads))
     torch.manual_seed(int(ctx.cfg.seed))
@@ -252,7 +272,7 @@ def train_once(ctx, batch_size: int) -> dict:
     model = build_model(name, len(train.ds.classes), t.weights, t.get("input_size")).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
     epochs = int(t.epochs)
-    steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
+    steps_per_epoch = max(1, math.ceil(len(train) / (batch_size * world)))
     total_steps = epochs * steps_per_epoch
     last = ctx.checkpoints_dir / "last.pt"
     start_epoch, step, best_map, elapsed = 0, 0, -1.0, 0.0
@@ -266,23 +286,29 @@ def train_once(ctx, batch_size: int) -> dict:
         ctx.record(resumed_from=str(last), resumed_epoch=start_epoch)
         ctx.log.info("resuming from %s at epoch %d", last, start_epoch)
     ctx.record(model=name, device=str(device), train_images=len(train), val_images=len(val))
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     csv_path = ctx.dir("logs", "torch_train") / "metrics.csv"
     progress = Bar(ctx.stage or "train", total_steps, unit="step")
     progress.update(completed=step)
     try:
-        stopped_by_budget, best_map, elapsed = _epochs(ctx, model, optimizer, train, val, val_json, device, name,
-                                                       batch_size, start_epoch, step, best_map, elapsed,
-                                                       total_steps, steps_per_epoch, csv_path, progress)
+        stopped_by_budget, best_map, elapsed = _epochs(ctx, model, ddp, rank, world, optimizer, train, val, val_json,
+                                                       device, name, batch_size, start_epoch, step, best_map,
+                                                       elapsed, total_steps, steps_per_epoch, csv_path, progress)
     finally:
         progress.close()
+    digests = weights_digest_by_rank(model)
+    if digests:
+        ctx.record(weights_sha256_by_rank=digests, world_size=world)
+    if world > 1:
+        torch.distributed.destroy_process_group()  # infer/evaluate run in the coordinator alone
     if stopped_by_budget:
         ctx.log.warning("stopped after %.0f s: torch.max_train_minutes=%s reached", elapsed, t.max_train_minutes)
     ctx.record(stopped_by_time_budget=stopped_by_budget, train_seconds=round(elapsed, 1), best_val_map50=best_map)
     return {"best_val_map50": best_map}
 
 
-def _epochs(ctx, model, optimizer, train, val, val_json, device, name, batch_size, start_epoch, step, best_map,
-            elapsed, total_steps, steps_per_epoch, csv_path, progress) -> tuple[bool, float, float]:
+def _epochs(ctx, model, ddp, rank, world, optimizer, train, val, val_json, device, name, batch_size, start_epoch,
+            step, best_map, elapsed, total_steps, steps_per_epoch, csv_path, progress) -> tuple[bool, float, float]:
     """The epoch loop of train_once: (stopped by the time budget, best val mAP@.5, train seconds)."""
     import torch
 
@@ -301,19 +327,20 @@ def _epochs(ctx, model, optimizer, train, val, val_json, device, name, batch_siz
         order = list(range(len(train)))
         rng.shuffle(order)
         losses = []
-        for start in range(0, len(order), batch_size):
-            if budget and elapsed + (time.time() - t0) >= budget:
+        for start in range(0, len(order), batch_size * world):
+            if budget and world == 1 and elapsed + (time.time() - t0) >= budget:
                 stopped_by_budget = True  # mid-epoch: this epoch is finished short and checkpointed below
                 break
-            chunk = order[start:start + batch_size]
-            if len(chunk) < 2:
-                continue  # BatchNorm cannot train on one image (SSDlite's last maps are 1x1)
+            shares = [order[start + r * batch_size:start + (r + 1) * batch_size] for r in range(world)]
+            if min(len(c) for c in shares) < 2:
+                continue  # BatchNorm cannot train on one image (SSDlite's last maps are 1x1); all ranks skip
+            chunk = shares[rank]
             items = [train.training_item(i, rng, float(t.hflip)) for i in chunk]
             images = [im.to(device) for im, _ in items]
             targets = [{k: v.to(device) for k, v in tg.items()} for _, tg in items]
             for g in optimizer.param_groups:
                 g["lr"] = _lr_at(step, total_steps, float(t.lr), int(t.warmup_steps))
-            loss_dict = model(images, targets)
+            loss_dict = ddp(images, targets)
             loss = sum(loss_dict.values())
             if not torch.isfinite(loss):
                 raise HackathonError(f"Training loss became {loss.item()} at epoch {epoch}, step {step}.",
@@ -324,9 +351,18 @@ def _epochs(ctx, model, optimizer, train, val, val_json, device, name, batch_siz
             losses.append(loss.item())
             step += 1
             progress.update(completed=step, epoch=f"{epoch + 1}/{epochs}", loss=losses[-1])
+        # every rank recalibrates (same weights, same images: same statistics, so the replicas stay equal)
         recalibrate_batchnorm(model, train, device, int(t.bn_recalibration_images))  # before eval and the checkpoint
-        val_map = _val_map50(model, val, val_json, device) if (epoch + 1) % max(1, int(t.eval_every)) == 0 or epoch == epochs - 1 else float("nan")
+        val_map = float("nan")
+        if rank == 0 and ((epoch + 1) % max(1, int(t.eval_every)) == 0 or epoch == epochs - 1):
+            val_map = _val_map50(model, val, val_json, device)
         elapsed += time.time() - t0
+        if world > 1:  # every rank takes rank 0's clock for the time budget, so all stop at the same epoch
+            clock = [elapsed]
+            torch.distributed.broadcast_object_list(clock, src=0)
+            elapsed = clock[0]
+            if rank != 0:
+                continue
         state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch, step=step,
                      batch_size=batch_size, model_name=name, classes=list(train.ds.classes), train_seconds=elapsed,
                      input_size=t.get("input_size"),
@@ -380,6 +416,8 @@ def train_stage(ctx) -> None:
             (ctx.checkpoints_dir / stale).unlink(missing_ok=True)
         (ctx.run_dir / "logs" / "torch_train" / "metrics.csv").unlink(missing_ok=True)
     result = run_with_oom_backoff(ctx, int(ctx.cfg.torch.batch_size), lambda bs: train_once(ctx, bs))
+    if int(os.environ.get("RANK", 0)) != 0:  # a torchrun worker: rank 0 writes the curves and metrics
+        return
     _loss_curve(ctx)
     ctx.write_metrics({"best_val_map50": result["best_val_map50"]})
 

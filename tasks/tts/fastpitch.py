@@ -72,6 +72,8 @@ def fastpitch_stage(ctx) -> None:
     result = fit_resumable(ctx, lambda trainer, bs: build_fastpitch(model_cfg, trainer, bs),
                            ctx.cfg.fastpitch.trainer, batch_size=int(ctx.cfg.fastpitch.batch_size),
                            monitor="val_loss", mode="min", name="fastpitch")
+    if not result.trainer.is_global_zero:  # DDP / torchrun worker: rank 0 writes the model and the records
+        return
     model = result.model
     n_params = sum(p.numel() for p in model.parameters())
     with atomic_path(ctx.path("models", NEMO_NAME), suffix=".nemo") as tmp:

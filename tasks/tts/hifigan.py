@@ -88,6 +88,8 @@ def hifigan_stage(ctx) -> None:
     fine = fit_resumable(ctx, lambda trainer, bs: build_hifigan(fine_cfg, trainer, bs, init_from=pre.last_checkpoint),
                          _trainer_cfg(ctx, section.finetune_steps), batch_size=int(section.batch_size),
                          name="hifigan_finetune")
+    if not fine.trainer.is_global_zero:  # DDP / torchrun worker: rank 0 writes the model and the records
+        return
     with atomic_path(ctx.path("models", NEMO_NAME), suffix=".nemo") as tmp:
         fine.model.save_to(str(tmp))
     n_gen = sum(p.numel() for p in fine.model.generator.parameters())

@@ -1,0 +1,125 @@
+"""What one run is made of, below the stage loop: Stage, RunContext (the run dir, its meta.json and
+metrics.json), the task's pipeline module, the config hash and "the newest run with this config".
+
+hackathon.runner (the stage loop) and the processes that join a run (hackathon.ddp, hackathon.elastic)
+import these from here, so neither needs the other.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hackathon.atomic import atomic_write_json, read_json
+from hackathon.errors import HackathonError
+from hackathon.fingerprint import obj_fingerprint
+from hackathon.logs import get_logger
+from hackathon.paths import current_user, runs_root
+
+
+@dataclass
+class Stage:
+    """A named step of a pipeline. `fn(ctx)` writes its outputs under ctx.run_dir."""
+
+    name: str
+    fn: Callable[["RunContext"], None]
+    config_keys: tuple[str, ...] = ()  # spec sections that change this stage's result
+    inputs: Callable[["RunContext"], Sequence[Path]] | None = None  # external files/dirs it reads
+
+
+@dataclass
+class RunContext:
+    task: str
+    run_dir: Path
+    cfg: Any  # OmegaConf DictConfig
+    meta: dict = field(default_factory=dict)
+    stage: str | None = None
+    resuming: bool = False  # True when the current stage was interrupted before and is re-entered
+
+    @property
+    def log(self):
+        return get_logger(f"hackathon.{self.task}")
+
+    def path(self, *parts: str, mkdir_parent: bool = True) -> Path:
+        p = self.run_dir.joinpath(*parts)
+        if mkdir_parent:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def dir(self, *parts: str) -> Path:
+        p = self.run_dir.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir("checkpoints")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir("logs")
+
+    def record(self, **values: Any) -> None:
+        """Add facts to the current stage's entry in meta.json (e.g. resumed_from, batch_size)."""
+        entry = self.meta.setdefault("stages", {}).setdefault(self.stage or "_run", {})
+        entry.update(values)
+        self.save_meta()
+
+    def set_data_fingerprint(self, fp: str) -> None:
+        self.meta["data_fingerprint"] = fp
+        self.save_meta()
+
+    def save_meta(self) -> None:
+        atomic_write_json(self.run_dir / "meta.json", self.meta)
+
+    def read_metrics(self) -> dict:
+        return read_json(self.run_dir / "metrics.json", default={}) or {}
+
+    def write_metrics(self, values: dict) -> dict:
+        """Merge `values` into metrics.json (flat keys)."""
+        metrics = self.read_metrics()
+        metrics.update(values)
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        return metrics
+
+
+class WorkerContext(RunContext):
+    """The context of a process that joins someone else's run (a DDP or torchrun worker that is not rank
+    0, a joining node): the run's owner writes meta.json and metrics.json; a worker's records stay in
+    memory."""
+
+    def save_meta(self) -> None:
+        pass
+
+    def write_metrics(self, values: dict) -> dict:
+        return {**self.read_metrics(), **values}
+
+
+def pipeline_module(task: str):
+    try:
+        return importlib.import_module(f"tasks.{task}.pipeline")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"tasks.{task}.pipeline":
+            raise HackathonError(f"The {task} pipeline is not built yet (tasks/{task}/pipeline.py missing).")
+        raise
+
+
+def config_hash(cfg) -> str:
+    from omegaconf import OmegaConf
+
+    return obj_fingerprint(OmegaConf.to_container(cfg, resolve=True))
+
+
+def find_resumable_run(task: str, cfg_hash: str) -> Path | None:
+    """The newest run of this task by this user with the same resolved config — so that typing the
+    same command again resumes instead of starting over."""
+    task_dir = runs_root() / task
+    if not task_dir.is_dir():
+        return None
+    for d in sorted(task_dir.iterdir(), reverse=True):
+        meta = read_json(d / "meta.json", default=None) if d.is_dir() else None
+        if meta and meta.get("config_hash") == cfg_hash and meta.get("user") == current_user():
+            return d
+    return None

@@ -1,0 +1,112 @@
+"""launcher=torchrun without training: settings -> torchrun flags, who coordinates a run dir, which
+stages go under torchrun, how a worker fits the trainer to the world it was given."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from omegaconf import OmegaConf
+
+from hackathon import elastic
+from hackathon.config import load_config
+from hackathon.elastic_worker import checkpointed_since, fit_to_world
+from hackathon.errors import HackathonError
+from hackathon.run_context import RunContext, Stage
+
+
+def test_settings_become_torchrun_flags(tmp_path):
+    cfg = load_config("asr", None, ["launcher=torchrun", "elastic.nnodes=1:2", "elastic.max_restarts=5",
+                                    "elastic.rdzv_endpoint=ws1:29400", "trainer.devices=2"])
+    s = elastic.settings(cfg)
+    assert s.nnodes == "1:2" and s.max_nodes == 2  # not YAML's sexagesimal 62
+    stage = Stage("train", lambda ctx: None, config_keys=("seed", "trainer"))
+    assert elastic.nproc_per_node(stage, cfg, s) == 2
+    argv = elastic.torchrun_argv("asr", tmp_path, "train", 2, s, "ws1:29400", tmp_path / "logs")
+    assert argv[1:3] == ["-m", "torch.distributed.run"]
+    for flag in ("--nnodes=1:2", "--nproc-per-node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=ws1:29400",
+                 "--max-restarts=5", f"--rdzv-id={elastic.rendezvous_id(tmp_path, s)}"):
+        assert flag in argv
+    assert not any(a.startswith("--node-rank") for a in argv)  # elastic: the rendezvous assigns it
+    assert argv[-5:] == ["--module", "hackathon.elastic_worker", "asr", str(tmp_path), "train"]
+    # the same run dir gives the same rendezvous id on every node
+    assert elastic.rendezvous_id(tmp_path, s) == elastic.rendezvous_id(tmp_path, elastic.settings(cfg))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["elastic.nnodes=3:2"], "not N or MIN:MAX"),
+    (["elastic.nnodes=1:4"], "needs elastic.rdzv_endpoint"),
+    (["elastic.nproc_per_node=two"], "not a number"),
+    (["launcher=slurm"], "not known"),
+])
+def test_bad_elastic_settings_are_refused_with_a_fix(overrides, message):
+    cfg = load_config("detect", None, ["launcher=torchrun", *overrides])
+    with pytest.raises(HackathonError, match=message) as err:
+        elastic.launcher(cfg)
+        elastic.settings(cfg)
+    assert err.value.fix
+
+
+def test_first_process_coordinates_the_run_dir_the_next_joins(tmp_path):
+    first = elastic.claim_role("asr", ["launcher=torchrun"], None, tmp_path / "run", False)
+    second = elastic.claim_role("asr", ["launcher=torchrun"], None, tmp_path / "run", False)
+    assert first.coordinator and not second.coordinator and first.run_dir == second.run_dir
+    first.release()  # (kill -9 releases it too: it is an flock)
+    third = elastic.claim_role("asr", ["launcher=torchrun"], None, tmp_path / "run", False)
+    assert third.coordinator
+    third.release()
+    assert elastic.claim_role("asr", [], None, tmp_path / "run", False) is None  # launcher=local
+
+
+def test_only_training_stages_go_under_torchrun(tmp_path):
+    from tasks.asr.pipeline import build_stages as asr_stages
+    from tasks.detect.pipeline import build_stages as detect_stages
+    from tasks.tts.pipeline import build_stages as tts_stages
+
+    for task, build, expected in (("asr", asr_stages, {"train"}), ("tts", tts_stages, {"fastpitch", "hifigan"}),
+                                  ("detect", detect_stages, {"train"})):
+        cfg = load_config(task, None, ["launcher=torchrun"])
+        stages = build(cfg)
+        ctx = RunContext(task=task, run_dir=tmp_path, cfg=cfg, meta={"stages": {}})
+        wrapped = elastic.under_torchrun(ctx, stages)
+        assert [s.name for s in wrapped] == [s.name for s in stages]
+        assert {w.name for w, s in zip(wrapped, stages) if w.fn is not s.fn} == expected, task
+
+
+def test_worker_fits_the_trainer_to_the_world_it_was_given():
+    cfg = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1, "num_nodes": 1},
+                            "hifigan": {"trainer": {"devices": 1}}, "torch": {"device": "auto"}})
+    fit_to_world(cfg, Stage("train", lambda c: None, config_keys=("trainer", "hifigan")), 6, 2, 1)
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes) == ("cpu", 2, 3)
+    assert cfg.hifigan.trainer.num_nodes == 3 and cfg.torch.device == "auto"
+    fit_to_world(cfg, Stage("train", lambda c: None, config_keys=("torch",)), 2, 1, 0)
+    assert cfg.torch.device == "cpu"
+    with pytest.raises(HackathonError, match="not a multiple"):
+        fit_to_world(cfg, Stage("t", lambda c: None, config_keys=("trainer",)), 3, 2, 0)
+
+
+def test_a_restart_within_a_launch_resumes_its_own_checkpoints(tmp_path):
+    launch = tmp_path / "elastic" / "train.launch.json"
+    launch.parent.mkdir()
+    launch.write_text('{"fresh": true}')
+    ckpt_dir = tmp_path / "checkpoints" / "fit"
+    ckpt_dir.mkdir(parents=True)
+    old = ckpt_dir / "last.ckpt"
+    old.write_bytes(b"x")
+    past = time.time() - 100
+    os.utime(old, (past, past))  # an earlier launch's checkpoint: a fresh start moves it aside
+    (ckpt_dir / "fit.json").write_text("{}")  # rewritten by every start: not progress
+    assert not checkpointed_since(tmp_path, launch)
+    (ckpt_dir / "last.ckpt").write_bytes(b"y")
+    future = time.time() + 5
+    os.utime(ckpt_dir / "last.ckpt", (future, future))
+    assert checkpointed_since(tmp_path, launch)
+
+
+def test_gpu_locks_cover_every_local_worker_under_torchrun():
+    from hackathon import gpus
+
+    cfg = load_config("asr", None, ["launcher=torchrun", "elastic.nproc_per_node=4"])
+    assert gpus.select_gpus("auto", max(d for _, d in gpus._requested_devices(cfg)), list(range(8))) == [0, 1, 2, 3]
+    assert ("auto", 4) not in gpus._requested_devices(load_config("asr", None, ["elastic.nproc_per_node=4"]))
