@@ -14,6 +14,7 @@ import csv
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -301,10 +302,13 @@ def train_once(ctx, batch_size: int) -> dict:
         ctx.record(weights_sha256_by_rank=digests, world_size=world)
     if world > 1:
         torch.distributed.destroy_process_group()  # infer/evaluate run in the coordinator alone
-    if stopped_by_budget:
-        ctx.log.warning("stopped after %.0f s: torch.max_train_minutes=%s reached", elapsed, t.max_train_minutes)
+    if stopped_by_budget:  # the budget is epochs; the wall-clock cap is a safety that must never pass unnoticed
+        warning = (f"CUT SHORT: training stopped after {elapsed:.0f} s by the safety cap torch.max_train_minutes="
+                   f"{t.max_train_minutes}, before torch.epochs={t.epochs}; this model is not what the spec asks for")
+        ctx.log.warning(warning)
+        print(warning, file=sys.__stderr__, flush=True)  # the console, not just the stage log
     ctx.record(stopped_by_time_budget=stopped_by_budget, train_seconds=round(elapsed, 1), best_val_map50=best_map)
-    return {"best_val_map50": best_map}
+    return {"best_val_map50": best_map, "cut_by_time": stopped_by_budget}
 
 
 def _epochs(ctx, model, ddp, rank, world, optimizer, train, val, val_json, device, name, batch_size, start_epoch,
@@ -419,7 +423,7 @@ def train_stage(ctx) -> None:
     if int(os.environ.get("RANK", 0)) != 0:  # a torchrun worker: rank 0 writes the curves and metrics
         return
     _loss_curve(ctx)
-    ctx.write_metrics({"best_val_map50": result["best_val_map50"]})
+    ctx.write_metrics({"best_val_map50": result["best_val_map50"], "train_cut_by_time": result["cut_by_time"]})
 
 
 def load_trained(checkpoints_dir: Path):

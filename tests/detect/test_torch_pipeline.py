@@ -37,6 +37,7 @@ def test_run_detect_torch_tiny_end_to_end_and_resume(isolated):
     for key in ("map", "map50", "ap50_per_class", "voc_ap50"):
         assert key in metrics
     assert 0.0 <= metrics["map50"] <= 1.0 and set(metrics["ap50_per_class"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
+    assert metrics["train_cut_by_time"] is False  # epochs, not the wall-clock safety cap, ended training
     assert (rd / "checkpoints" / "last.pt").exists() and (rd / "predictions" / "test.json").exists()
     assert (rd / "eval" / "pr_curves.png").exists() and (rd / "export" / "kitti" / "train" / "kitti_index.json").exists()
     assets = json.loads((rd / "report_assets.json").read_text())
