@@ -82,9 +82,12 @@ def base_dir(run_dir: Path) -> Path:
 # ---------------------------------------------------------------- the encoder cache
 
 def clip_key(audio_filepath: str, model_dir: Path) -> str:
+    """The clip's bytes + the base model: a clip rewritten with the same content (a shared demo cache, a
+    copied folder) keeps its cached encoder output, a changed clip gets a new one."""
+    from hackathon.fingerprint import file_sha256
+
     p = Path(audio_filepath)
-    st = p.stat() if p.exists() else None
-    raw = f"{p.resolve()}|{st.st_size if st else 0}|{st.st_mtime_ns if st else 0}|{Path(model_dir).resolve()}"
+    raw = f"{file_sha256(p) if p.exists() else 'missing:' + str(p.resolve())}|{Path(model_dir).resolve()}"
     return hashlib.sha1(raw.encode()).hexdigest()[:20]
 
 
