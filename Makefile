@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both run `make setup` first (idempotent).
-.PHONY: setup demo test bench
+.PHONY: setup demo test test-elastic bench
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,11 @@ test: setup
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ensure_dockerd.sh; \
 	else bash scripts/ensure_dockerd.sh || echo "make test: no docker engine; its tests will be skipped"; fi
 	.venv/bin/python -m pytest -q -ra
+
+# TorchElastic fault tolerance (kill a worker / a node / join late) for ASR, FastPitch and detect: ~45 min
+# on 2 CPU cores, so kept out of `make test`.
+test-elastic: setup
+	.venv/bin/python -m pytest -q -ra -m elastic tests/team/test_elastic.py
 
 bench: setup
 	for b in bench/*.py; do echo "== $$b"; .venv/bin/python $$b || exit 1; done

@@ -85,6 +85,7 @@ def uninterrupted(asr_base, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.elastic
 def test_kill_one_worker_mid_epoch_group_restarts_and_finishes(uninterrupted, asr_base, tmp_path, team_env):
     ref_cer = h.metrics(uninterrupted)["cer"]
     assert ref_cer < 0.2, f"the reference run did not learn (CER {ref_cer}): the comparison would mean nothing"
@@ -121,6 +122,7 @@ def test_kill_one_worker_mid_epoch_group_restarts_and_finishes(uninterrupted, as
 
 
 @pytest.mark.slow
+@pytest.mark.elastic
 def test_kill_one_whole_node_the_other_finishes_alone(uninterrupted, asr_base, tmp_path, team_env):
     ref_cer = h.metrics(uninterrupted)["cer"]
     run_dir = copy_run(asr_base, tmp_path / "run")
@@ -145,6 +147,7 @@ def test_kill_one_whole_node_the_other_finishes_alone(uninterrupted, asr_base, t
 
 
 @pytest.mark.slow
+@pytest.mark.elastic
 def test_second_node_started_late_joins_at_the_next_restart(uninterrupted, asr_base, tmp_path, team_env):
     ref_cer = h.metrics(uninterrupted)["cer"]
     run_dir = copy_run(asr_base, tmp_path / "run")
@@ -193,6 +196,7 @@ def single_worker_kill(task: str, run_dir: Path, overrides: list[str], ckpt: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.elastic
 def test_fastpitch_stage_survives_a_worker_kill(tmp_path, team_env):
     from hackathon.runner import execute_stages, pipeline_module, prepare_run
     from tests.tts.test_pipeline import OVERRIDES
@@ -218,6 +222,7 @@ def test_fastpitch_stage_survives_a_worker_kill(tmp_path, team_env):
 
 
 @pytest.mark.slow
+@pytest.mark.elastic
 def test_detect_torch_training_survives_a_worker_kill(tmp_path, team_env, monkeypatch):
     from hackathon.runner import execute_stages, pipeline_module, prepare_run
     from tests.detect.test_torch_pipeline import TINY
