@@ -299,7 +299,8 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
     best_cb = next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
     best = Path(best_cb.best_model_path) if best_cb is not None and best_cb.best_model_path else None
     best_score = float(best_cb.best_model_score) if best_cb is not None and best_cb.best_model_score is not None else None
-    _remove_superseded_best(ckpt_dir, best, [Path(p) for p in getattr(best_cb, "best_k_models", {}) or {}])
+    top_k = [Path(p) for p in getattr(best_cb, "best_k_models", {}) or {}] if keep_best > 1 else None
+    _remove_superseded_best(ckpt_dir, best, top_k)  # keep_best=1: the best alone (a resumed callback's own top-1 may differ)
     last = ckpt_dir / LAST_NAME
     result = FitResult(model=model, trainer=trainer, checkpoint_dir=ckpt_dir,
                        last_checkpoint=last if last.exists() else None, best_checkpoint=best, best_score=best_score,

@@ -83,7 +83,7 @@ def detect_run(tmp_path_factory) -> Path:
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # closed after tests/explore: a live sync Playwright blocks the next one (gate page)
 def browser():
     playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():

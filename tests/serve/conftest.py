@@ -67,7 +67,7 @@ def _env(base: Path | None = None) -> dict:
 def tts_corpus(root: Path) -> Path:
     """The TTS pipeline test's 9-sentence espeak corpus (the serving tests only need audio at the rate)."""
     from data_tools.manifest import write_manifest
-    from tests.tts.test_pipeline import SPLIT_NAMES, TEMPLATE, espeak
+    from tests.tts.conftest import SPLIT_NAMES, TEMPLATE, espeak
 
     for split, names in SPLIT_NAMES.items():
         entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))

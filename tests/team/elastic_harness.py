@@ -175,7 +175,7 @@ def cleanup(nodes: list[Node]) -> None:
 def tiny_tts_corpus(root: Path) -> Path:
     """The TTS tests' 9-utterance espeak-ng corpus (train/val/test manifests) in `root`."""
     from data_tools.manifest import write_manifest
-    from tests.tts.test_pipeline import SPLIT_NAMES, TEMPLATE, espeak
+    from tests.tts.conftest import SPLIT_NAMES, TEMPLATE, espeak
 
     for split, names in SPLIT_NAMES.items():
         entries = [espeak(root / "wavs" / split / f"{i}.wav", TEMPLATE.format(greeting="您好", name=n))
