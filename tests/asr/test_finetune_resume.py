@@ -92,4 +92,7 @@ def test_kill_9_during_training_then_same_command_resumes(asr_env, tmp_path):
     metrics = read_json(run_dir / "metrics.json")
     assert metrics["epochs"] == 6 and "cer" in metrics
     assert sorted(p.name for p in (run_dir / "logs" / "fit").iterdir()) == ["attempt-1", "attempt-2"]
-    assert sorted(p.name for p in last.parent.glob("*.ckpt")) == sorted(["last.ckpt", Path(train["best_checkpoint"]).name])
+    names = sorted(p.name for p in last.parent.glob("*.ckpt"))
+    assert "last.ckpt" in names and Path(train["best_checkpoint"]).name in names
+    # tiny_spec sets export.average_best_k=2: the best two stay for averaging, nothing older survives the resume
+    assert len([n for n in names if n.startswith("best-")]) <= 2, names
