@@ -23,24 +23,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.tts.conftest import TINY_FASTPITCH  # one tiny FastPitch for the TTS and serving tests
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Shrunk pipelines: enough to serve correct answers on the demo data, small enough for a 2-core CPU.
 ASR_OVERRIDES = ["trainer.max_epochs=14", "data.demo.renditions=2"]
 DETECT_OVERRIDES = ["demo.num_images=320", "torch.epochs=5", "torch.max_train_minutes=0"]  # steps, not wall-clock
-TTS_OVERRIDES = [
-    "fastpitch.model_overrides.model.symbols_embedding_dim=32",
-    "fastpitch.model_overrides.model.input_fft.n_layer=1",
-    "fastpitch.model_overrides.model.output_fft.n_layer=1",
-    "fastpitch.model_overrides.model.input_fft.d_inner=64",
-    "fastpitch.model_overrides.model.output_fft.d_inner=64",
-    "fastpitch.model_overrides.model.duration_predictor.filter_size=32",
-    "fastpitch.model_overrides.model.pitch_predictor.filter_size=32",
-    "fastpitch.batch_size=4",
+TTS_OVERRIDES = [*TINY_FASTPITCH,  # the TTS tests' tiny FastPitch (tests/tts/conftest.py)
     "fastpitch.trainer.max_epochs=2",
     "fastpitch.trainer.max_time=null",
     "fastpitch.trainer.check_val_every_n_epoch=2",
-    "sup_data.pitch_fmax=600",
     "hifigan.enabled=false",
     "vocoder=griffin_lim",
     "griffin_lim.n_iter=8",
