@@ -21,17 +21,16 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hackathon.atomic import read_json
 from hackathon.errors import HackathonError
 from hackathon.logs import get_logger
-from hackathon.run_context import WorkerContext, config_hash, find_resumable_run, pipeline_module
+from hackathon.run_context import (WorkerContext, config_hash, find_resumable_run, pipeline_module,
+                                   wait_for_running_stage)
 
 log = get_logger("hackathon.ddp")
 
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
 RUN_DIR_ENV = "HACKATHON_RUN_DIR"
 WAIT_FOR_RANK0_SECONDS = 3600.0  # rank 0 may still be preparing data on another machine
-POLL_SECONDS = 0.5
 
 
 def is_worker_process() -> bool:
@@ -70,22 +69,6 @@ def _ranks() -> str:
     return ", ".join(f"{v}={os.environ[v]}" for v in RANK_VARIABLES if v in os.environ)
 
 
-def _wait_for_training_stage(run_dir: Path, names: set[str], started: str, timeout: float) -> str | None:
-    """The name of the training stage rank 0 is in; None once rank 0's run has ended (after `started`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        meta = read_json(run_dir / "meta.json", default=None) if (run_dir / "meta.json").exists() else None
-        meta = meta or {}
-        for name, entry in (meta.get("stages") or {}).items():
-            if name in names and entry.get("status") == "running":
-                return name
-        if meta.get("status") in ("done", "failed", "interrupted") and str(meta.get("finished", "")) >= started:
-            return None
-        time.sleep(POLL_SECONDS)
-    raise HackathonError(f"No training stage of {run_dir} started within {timeout:.0f} s.",
-                         fix="Start rank 0 (NODE_RANK=0) with the same command and --run-dir.")
-
-
 def run_worker(task: str, overrides: Sequence[str] = (), spec: str | None = None, run_dir=None,
                echo: Callable[[str], None] = print, timeout: float = WAIT_FOR_RANK0_SECONDS,
                pipeline: Callable = pipeline_module):
@@ -105,8 +88,9 @@ def run_worker(task: str, overrides: Sequence[str] = (), spec: str | None = None
     ctx = None
     # Lightning starts the workers once per process: every later fit of rank 0 (e.g. TTS fastpitch then
     # hifigan) must find them again, so a worker follows rank 0 through all its training stages.
-    while (name := _wait_for_training_stage(rd, set(stages), started, timeout)) is not None:
-        meta = read_json(rd / "meta.json", default={}) or {}
+    fix = "Start rank 0 (NODE_RANK=0) with the same command and --run-dir."
+    while (found := wait_for_running_stage(rd, lambda name, _: name in stages, started, timeout, fix)) is not None:
+        name, meta = found
         ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta=meta, stage=name,
                             resuming=bool(meta["stages"][name].get("resumed")))
         echo(f"DDP worker ({_ranks()}): joining stage {name}")

@@ -38,7 +38,8 @@ from typing import Callable, Sequence
 from hackathon.atomic import atomic_write_json, read_json
 from hackathon.errors import HackathonError
 from hackathon.logs import get_logger
-from hackathon.run_context import RunContext, Stage, WorkerContext, config_hash, find_resumable_run, pipeline_module
+from hackathon.run_context import (RunContext, Stage, WorkerContext, config_hash, find_resumable_run, pipeline_module,
+                                   wait_for_running_stage)
 
 log = get_logger("hackathon.elastic")
 
@@ -263,26 +264,6 @@ def _coordinated(stage: Stage, echo: Callable[[str], None]):
     return run
 
 
-def _running_stage(run_dir: Path, names: set[str], joined: set[tuple[str, int]], started: str,
-                   timeout: float) -> tuple[str, int] | None:
-    """(stage, attempt) of a training stage the coordinator is in that this joiner has not finished yet;
-    None once the coordinator's run has ended."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        meta = read_json(run_dir / "meta.json", default=None) if (run_dir / "meta.json").exists() else None
-        meta = meta or {}
-        for name, entry in (meta.get("stages") or {}).items():
-            key = (name, int(entry.get("attempts", 0)))
-            if name in names and entry.get("status") == "running" and key not in joined \
-                    and launch_file(run_dir, name).exists():
-                return key
-        if meta.get("status") in ("done", "failed", "interrupted") and str(meta.get("finished", "")) >= started:
-            return None
-        time.sleep(POLL_SECONDS)
-    raise HackathonError(f"No training stage of {run_dir} started within {timeout:.0f} s.",
-                         fix="Start the same command with the same --run-dir on the first node too.")
-
-
 def _wait_for_rendezvous_host(endpoint: str | None, seconds: float = 20.0) -> None:
     """Give the coordinator's agent a moment to open the rendezvous: when several agents share the
     endpoint's machine, the first to bind the port hosts the c10d store, and that should be the
@@ -314,9 +295,14 @@ def join_run(task: str, role: Role, overrides: Sequence[str] = (), spec: str | N
     echo(f"joining the run in {rd} (another process coordinates it): waiting for its training stages")
     ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta={})
     joined: set[tuple[str, int]] = set()
-    while (current := _running_stage(rd, set(stages), joined, started, timeout)) is not None:
-        name, _ = current
-        meta = read_json(rd / "meta.json", default={}) or {}
+    def not_joined_yet(name: str, entry: dict) -> bool:  # a training stage (attempt) with its launch file written
+        return name in stages and (name, int(entry.get("attempts", 0))) not in joined \
+            and launch_file(rd, name).exists()
+
+    fix = "Start the same command with the same --run-dir on the first node too."
+    while (found := wait_for_running_stage(rd, not_joined_yet, started, timeout, fix, POLL_SECONDS)) is not None:
+        name, meta = found
+        current = (name, int(meta["stages"][name].get("attempts", 0)))
         endpoint = (meta["stages"][name].get("elastic") or {}).get("rdzv_endpoint")
         _wait_for_rendezvous_host(endpoint)
         ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta=meta, stage=name)

@@ -8,6 +8,7 @@ import these from here, so neither needs the other.
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -123,3 +124,23 @@ def find_resumable_run(task: str, cfg_hash: str) -> Path | None:
         if meta and meta.get("config_hash") == cfg_hash and meta.get("user") == current_user():
             return d
     return None
+
+
+RUN_ENDED = ("done", "failed", "interrupted")
+
+
+def wait_for_running_stage(run_dir: Path, accept: Callable[[str, dict], bool], started: str, timeout: float,
+                           fix: str, poll: float = 0.5) -> tuple[str, dict] | None:
+    """For the processes that follow a run's coordinator (DDP workers, torchrun joiners): wait until the
+    run in `run_dir` is inside a stage that `accept(name, entry)` takes and return (name, meta); None once
+    the run has ended (after `started`, a "%Y-%m-%dT%H:%M:%S" time: an older run's end does not count)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = (read_json(run_dir / "meta.json", default=None) if (run_dir / "meta.json").exists() else None) or {}
+        for name, entry in (meta.get("stages") or {}).items():
+            if entry.get("status") == "running" and accept(name, entry):
+                return name, meta
+        if meta.get("status") in RUN_ENDED and str(meta.get("finished", "")) >= started:
+            return None
+        time.sleep(poll)
+    raise HackathonError(f"No training stage of {run_dir} started within {timeout:.0f} s.", fix=fix)

@@ -28,9 +28,16 @@ fi
 
 stamp=".venv/.hackathon-installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
+  # pip's output (resolver notes, index warnings) goes to a log: the console keeps one line unless it fails.
+  pip_log=".venv/pip-install.log"
+  echo "setup: installing Python packages into .venv (a few minutes; log: $pip_log)"
   # torch stays unpinned: the registry's CUDA build also runs on CPU, with a matching torchvision.
-  .venv/bin/python -m pip install -q -e ".[all,dev]"
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[all,dev]"; } \
+      >"$pip_log" 2>&1; then
+    tail -n 30 "$pip_log" >&2
+    echo "setup: pip install failed (full log: $pip_log); fix the cause above and run make setup again." >&2
+    exit 1
+  fi
   rm -f .venv/.hackathon-installed-*
   touch "$stamp"
 fi
