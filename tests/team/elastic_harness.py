@@ -73,7 +73,10 @@ def start_node(task: str, run_dir: Path, overrides: list[str], env: dict, log: P
     argv = [str(exe), "run", task, *overrides, "--run-dir", str(run_dir)] + (["--spec", spec] if spec else [])
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "wb")
-    proc = subprocess.Popen(argv, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, stdout=out,
+    # Each simulated node gets one of the machine's cores, as a real node has its own: two workers with
+    # torch's default of one thread per core each would fight over the same cores (4x slower on 2 cores).
+    node_env = {**env, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, cwd=REPO, env=node_env, stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True)
     return Node(proc, log)
 
