@@ -12,8 +12,13 @@ cached BetaBinomialInterpolator when the model config says use_beta_binomial_int
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -66,10 +71,14 @@ def compute_pitch(audio_path: str | Path, settings: dict) -> np.ndarray:
     return f0.astype(np.float32)
 
 
+def pitch_cache_path(audio_path: str | Path, settings: dict, cache_dir: Path) -> Path:
+    key = pitch_cache_key(audio_path, settings)
+    return Path(cache_dir) / key[:2] / f"{key}.npy"
+
+
 def cached_pitch(audio_path: str | Path, settings: dict, cache_dir: Path) -> tuple[np.ndarray, bool]:
     """(pitch, was_cached). The cache file is written atomically, so concurrent runs cannot tear it."""
-    key = pitch_cache_key(audio_path, settings)
-    path = Path(cache_dir) / key[:2] / f"{key}.npy"
+    path = pitch_cache_path(audio_path, settings, cache_dir)
     if path.exists():
         return np.load(path), True
     pitch = compute_pitch(audio_path, settings)
@@ -81,6 +90,55 @@ def cached_pitch(audio_path: str | Path, settings: dict, cache_dir: Path) -> tup
 def _cached_pitch_job(job):
     audio_path, settings, cache_dir = job
     return cached_pitch(audio_path, settings, Path(cache_dir))
+
+
+# Compiles (or loads) librosa.pyin's numba kernels with the dtypes compute_pitch passes.
+PYIN_PROBE = """
+import sys, numpy as np, librosa
+sr, fmin, fmax, frame = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+tone = (0.3 * np.sin(2 * np.pi * 150 * np.arange(sr // 2) / sr)).astype(np.float32)
+librosa.pyin(tone, fmin=fmin, fmax=fmax, frame_length=frame, sr=sr, fill_na=0.0)
+"""
+
+
+def librosa_numba_cache_files() -> list[Path]:
+    """librosa's numba cache files (next to its sources, or under NUMBA_CACHE_DIR when set)."""
+    spec = importlib.util.find_spec("librosa")
+    roots = [Path(spec.origin).parent] if spec and spec.origin else []
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        roots.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    return [f for root in roots if root.is_dir() for pattern in ("*.nbi", "*.nbc") for f in root.rglob(pattern)
+            if "librosa" in str(f)]
+
+
+def warm_pitch_kernels(settings: dict, lock_dir: Path, probe: str = PYIN_PROBE, log=None,
+                       cache_files=librosa_numba_cache_files) -> None:
+    """Compile librosa.pyin's numba kernels in ONE process before pitch workers start.
+
+    numba writes the two cache files of a @guvectorize(cache=True) kernel one after the other; pool workers
+    compiling at once can leave a mismatched pair, and every later pyin call then dies with SIGSEGV
+    (numba#10128, librosa#1998). The probe runs in a subprocess under a lock shared by all runs; if it
+    crashes, librosa's numba cache is deleted (it is only a cache) and compiled again."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-c", probe, str(settings["sample_rate"]), str(settings["fmin"]), str(settings["fmax"]),
+            str(settings["frame_length"])]
+    with open(lock_dir / ".pyin-warmup.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for attempt in (1, 2):
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            if proc.returncode == 0:
+                return
+            if proc.returncode > 0 or attempt == 2:  # a Python error, or a crash that deleting the cache did not cure
+                raise HackathonError(f"librosa.pyin cannot run here (exit code {proc.returncode}): "
+                                     f"{proc.stderr.strip()[-800:]}",
+                                     fix="Check the librosa/numba install (`pip install -e .[tts]` in the .venv); "
+                                         "delete librosa's __pycache__/*.nbi *.nbc files and run again.")
+            stale = cache_files()
+            if log:
+                log.warning("librosa.pyin crashed (signal %d): deleting %d numba cache files and compiling again",
+                            -proc.returncode, len(stale))
+            for f in stale:
+                f.unlink(missing_ok=True)
 
 
 def nemo_pitch_ids(audio_paths: list[str]) -> list[str]:
@@ -124,12 +182,16 @@ def sup_data_stage(ctx) -> None:
     workers = max(1, int(ctx.cfg.sup_data.workers))
     summary = {"cache_dir": str(cache_dir), "settings": settings}
     train_pitches = []
+    warmed = False
     for split in SPLITS:
         rows = keep_by_duration(read_rows(ctx.path("g2p", f"{split}.json")), ctx.cfg)
         if not rows:
             raise HackathonError(f"No {split} clip between data.min_duration and data.max_duration "
                                  f"({ctx.path('g2p', f'{split}.json')}).", fix="Adjust data.min_duration/max_duration.")
         jobs = [(r["audio_filepath"], settings, str(cache_dir)) for r in rows]
+        if not warmed and any(not pitch_cache_path(path, settings, cache_dir).exists() for path, _, _ in jobs):
+            warm_pitch_kernels(settings, cache_dir, log=ctx.log)
+            warmed = True
         if workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
                 results = list(track(pool.map(_cached_pitch_job, jobs, chunksize=4), f"pitch ({split})",

@@ -49,3 +49,33 @@ def test_pitch_statistics_use_voiced_frames_only():
 
     stats = pitch_statistics([np.array([0, 100, 0, 200], dtype=np.float32), np.array([150, 0], dtype=np.float32)])
     assert stats["pitch_mean"] == pytest.approx(150) and stats["voiced_frames"] == 3
+
+
+def test_pitch_kernels_are_compiled_once_before_the_workers(tmp_path):
+    """The real probe: librosa.pyin's numba kernels compile (or load from cache) in a subprocess."""
+    from tasks.tts.sup_data import warm_pitch_kernels
+
+    warm_pitch_kernels({"sample_rate": 22050, "fmin": 65.0, "fmax": 600.0, "frame_length": 1024}, tmp_path)
+    assert (tmp_path / ".pyin-warmup.lock").exists()
+
+
+def test_a_crashing_numba_cache_is_deleted_and_compiled_again(tmp_path):
+    """A mismatched numba cache pair makes pyin die with SIGSEGV: the warm-up deletes the cache and retries.
+    The probe stands in for pyin: it crashes while the (fake) stale cache file exists."""
+    import pytest
+
+    from hackathon.errors import HackathonError
+    from tasks.tts.sup_data import warm_pitch_kernels
+
+    stale = tmp_path / "librosa" / "__pycache__" / "pitch._pi-1.py311.1.nbc"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"mismatched")
+    probe = f"import os, signal, pathlib\nif pathlib.Path({str(stale)!r}).exists(): os.kill(os.getpid(), signal.SIGSEGV)\n"
+    settings = {"sample_rate": 22050, "fmin": 65.0, "fmax": 600.0, "frame_length": 1024}
+    warm_pitch_kernels(settings, tmp_path / "lock", probe=probe, cache_files=lambda: [stale])
+    assert not stale.exists()
+
+    always = "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    with pytest.raises(HackathonError, match="librosa.pyin cannot run") as err:
+        warm_pitch_kernels(settings, tmp_path / "lock", probe=always, cache_files=lambda: [])
+    assert "nbi" in err.value.fix
