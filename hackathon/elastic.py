@@ -162,6 +162,10 @@ def launch_file(run_dir: Path, stage_name: str) -> Path:
 
 def _agent_env() -> dict:
     env = dict(os.environ)
+    # torch's agents share one TCPStore across rounds and build its address only at their first rendezvous:
+    # a node joining later waits for a MASTER_ADDR that the running nodes never publish for the new round
+    # (DistStoreError "wait timeout ... MASTER_ADDR"), so scale-up failed. The opt-out rebuilds it every round.
+    env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     repo = str(Path(__file__).resolve().parent.parent)  # workers import hackathon/tasks from this checkout
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

@@ -110,3 +110,15 @@ def test_gpu_locks_cover_every_local_worker_under_torchrun():
     cfg = load_config("asr", None, ["launcher=torchrun", "elastic.nproc_per_node=4"])
     assert gpus.select_gpus("auto", max(d for _, d in gpus._requested_devices(cfg)), list(range(8))) == [0, 1, 2, 3]
     assert ("auto", 4) not in gpus._requested_devices(load_config("asr", None, ["elastic.nproc_per_node=4"]))
+
+
+def test_agents_rebuild_the_bootstrap_store_every_round_so_late_nodes_can_join(monkeypatch):
+    """torch shares the rendezvous TCPStore and publishes its address only at an agent's first rendezvous:
+    a node that joins a running job would wait for it forever. The agents get the opt-out (unless the user
+    set it)."""
+    from hackathon.elastic import _agent_env
+
+    monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)
+    assert _agent_env()["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
+    monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "0")
+    assert _agent_env()["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "0"
