@@ -139,12 +139,46 @@ def _headline(row: dict) -> str:
     return " ".join(f"{k}={_fmt(best['metrics'][k])}" for k in keys if k in best["metrics"])
 
 
+WIDE_CONSOLE = 120  # narrower: one line per task instead of a table whose cells wrap into ~40 lines
+
+
+def _other_metrics(row: dict, limit: int = MAX_OTHER_METRICS) -> str:
+    best = row["best"]
+    shown = {row["metric"], *row["tie_break"]}
+    first = [k for k in SECONDARY_METRICS.get(row["task"], ()) if k in best["metrics"]]
+    ordered = first + sorted(k for k in best["metrics"] if k not in first)
+    numbers = [f"{k}={_short(best['metrics'][k])}" for k in ordered
+               if k not in shown and _number(best["metrics"][k]) is not None]
+    return ", ".join(numbers[:limit]) + (f" (+{len(numbers) - limit} in --json)" if len(numbers) > limit else "")
+
+
+def print_scoreboard_lines(console, board: list[dict]) -> None:
+    """The scoreboard for an 80-column terminal: a line per task (headline, who, how many runs, where), the
+    next metrics indented below it."""
+    from hackathon.registry import short_run_dir
+
+    console.print("Team scoreboard: best run per task (all metrics: hackathon score --json)", highlight=False)
+    for row in board:
+        best = row["best"]
+        if best is None:
+            console.print(f"  {row['task']:<7} no scored run", highlight=False, markup=False)
+            continue
+        console.print(f"  {row['task']:<7} {_headline(row)}  by {best['user'] or '-'}, {row['scored_runs']} scored "
+                      f"run(s): {short_run_dir(best['run_dir'])}", highlight=False, markup=False, soft_wrap=True)
+        if others := _other_metrics(row, limit=3):
+            console.print(f"          {others}", highlight=False, markup=False, soft_wrap=True)
+
+
 def print_scoreboard(console) -> list[dict]:
     from rich.table import Table
 
     from hackathon.registry import short_run_dir
 
     board = best_runs()
+    if console.width < WIDE_CONSOLE:
+        print_scoreboard_lines(console, board)
+        print_backend_comparison(console)
+        return board
     table = Table(title="Team scoreboard: best run per task")
     for col in ("task", "ranked by", "best", "by", "other metrics", "runs", "run"):
         table.add_column(col, overflow="fold")
@@ -155,14 +189,7 @@ def print_scoreboard(console) -> list[dict]:
         if best is None:
             table.add_row(row["task"], ranked_by, "no scored run", "-", "-", "0", "-")
             continue
-        shown = {row["metric"], *row["tie_break"]}
-        first = [k for k in SECONDARY_METRICS.get(row["task"], ()) if k in best["metrics"]]
-        ordered = first + sorted(k for k in best["metrics"] if k not in first)
-        numbers = [f"{k}={_short(best['metrics'][k])}" for k in ordered
-                   if k not in shown and _number(best["metrics"][k]) is not None]
-        others = ", ".join(numbers[:MAX_OTHER_METRICS]) + (f" (+{len(numbers) - MAX_OTHER_METRICS} in --json)"
-                                                           if len(numbers) > MAX_OTHER_METRICS else "")
-        table.add_row(row["task"], ranked_by, _headline(row), best["user"] or "-", others or "-",
+        table.add_row(row["task"], ranked_by, _headline(row), best["user"] or "-", _other_metrics(row) or "-",
                       str(row["scored_runs"]), short_run_dir(best["run_dir"]))
     console.print(table)
     print_backend_comparison(console)

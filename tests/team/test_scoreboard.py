@@ -50,6 +50,20 @@ def test_best_run_per_task_by_competition_metric(scored_runs):
     assert json.loads((best_dir / "metrics.json").read_text())["map50"] == 0.71
 
 
+def test_score_on_an_80_column_terminal_is_a_line_per_task(scored_runs, hackathon_bin):
+    """`make demo` ends with `hackathon score`: at 80 columns the table's cells wrapped into ~40 lines."""
+    out = subprocess.run([hackathon_bin, "score"], env={**scored_runs, "COLUMNS": "80"}, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) <= 8, out.stdout
+    heads = [line for line in lines if re.match(r"^  (asr|tts|detect) ", line)]
+    assert [h.split()[0] for h in heads] == ["asr", "tts", "detect"], out.stdout
+    assert "cer=0.1200" in heads[0] and "by bo," in heads[0]
+    assert "dnsmos_ovrl=3.2000 pesq_wb=2.4000" in heads[1] and "map50=0.7100" in heads[2] and "by ana," in heads[2]
+    assert any(line.startswith("          ") and "wer=0.3" in line for line in lines), out.stdout
+
+
 def test_score_command_table_json_and_html(scored_runs, tmp_path, hackathon_bin):
     env = {**scored_runs, "COLUMNS": "250"}
     out = subprocess.run([hackathon_bin, "score"], env=env, capture_output=True, text=True, timeout=60)
