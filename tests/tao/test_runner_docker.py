@@ -116,8 +116,12 @@ def test_timeout_stops_and_removes_the_container(tmp_path, standin_image, test_l
     assert not find_containers(docker_client, test_label)
 
 
+# The runner process gets Python's own Ctrl-C handler, as in a terminal: started from a background job
+# (`make test &`, some CI shells) it would inherit SIGINT ignored, and the Ctrl-C case would test nothing.
 RUNNER_SCRIPT = textwrap.dedent("""
+    import signal
     import sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {repo!r})
     from pathlib import Path
     from tests.tao.test_runner_docker import train_job
