@@ -170,15 +170,20 @@ def print_scoreboard_lines(console, board: list[dict]) -> None:
 
 
 def print_scoreboard(console) -> list[dict]:
+    board = best_runs()
+    if console.width < WIDE_CONSOLE:
+        print_scoreboard_lines(console, board)
+    else:
+        print_scoreboard_table(console, board)
+    print_backend_comparison(console)
+    return board
+
+
+def print_scoreboard_table(console, board: list[dict]) -> None:
     from rich.table import Table
 
     from hackathon.registry import short_run_dir
 
-    board = best_runs()
-    if console.width < WIDE_CONSOLE:
-        print_scoreboard_lines(console, board)
-        print_backend_comparison(console)
-        return board
     table = Table(title="Team scoreboard: best run per task")
     for col in ("task", "ranked by", "best", "by", "other metrics", "runs", "run"):
         table.add_column(col, overflow="fold")
@@ -192,8 +197,6 @@ def print_scoreboard(console) -> list[dict]:
         table.add_row(row["task"], ranked_by, _headline(row), best["user"] or "-", _other_metrics(row) or "-",
                       str(row["scored_runs"]), short_run_dir(best["run_dir"]))
     console.print(table)
-    print_backend_comparison(console)
-    return board
 
 
 # ----------------------------------------------------------------------------- index.html
