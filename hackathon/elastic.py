@@ -299,14 +299,16 @@ def join_run(task: str, role: Role, overrides: Sequence[str] = (), spec: str | N
     echo(f"joining the run in {rd} (another process coordinates it): waiting for its training stages")
     ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta={})
     joined: set[tuple[str, int]] = set()
+    def attempt(name: str, entry: dict) -> tuple[str, int]:  # a stage started again is joined again
+        return name, int(entry.get("attempts", 0))
+
     def not_joined_yet(name: str, entry: dict) -> bool:  # a training stage (attempt) with its launch file written
-        return name in stages and (name, int(entry.get("attempts", 0))) not in joined \
-            and launch_file(rd, name).exists()
+        return name in stages and attempt(name, entry) not in joined and launch_file(rd, name).exists()
 
     fix = "Start the same command with the same --run-dir on the first node too."
     while (found := wait_for_running_stage(rd, not_joined_yet, started, timeout, fix, POLL_SECONDS)) is not None:
         name, meta = found
-        current = (name, int(meta["stages"][name].get("attempts", 0)))
+        current = attempt(name, meta["stages"][name])
         endpoint = (meta["stages"][name].get("elastic") or {}).get("rdzv_endpoint")
         _wait_for_rendezvous_host(endpoint)
         ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta=meta, stage=name)
