@@ -122,3 +122,41 @@ def test_agents_rebuild_the_bootstrap_store_every_round_so_late_nodes_can_join(m
     assert _agent_env()["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
     monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "0")
     assert _agent_env()["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "0"
+
+
+def test_joiner_starts_one_agent_per_stage_attempt_and_leaves_when_the_run_ends(tmp_path, monkeypatch):
+    """join_run follows the coordinator's meta.json: an agent for each training stage attempt whose launch file
+    is written (a stage restarted later is joined again), none for a stage it already joined, and it leaves
+    once the run has ended."""
+    import json
+    import types
+
+    from hackathon.atomic import atomic_write_json
+    from hackathon.elastic import Role, join_run, launch_file
+
+    rd = tmp_path / "run"
+    (rd / "elastic").mkdir(parents=True)
+    meta = {"status": "running", "stages": {"prepare": {"status": "done"},
+                                            "train": {"status": "running", "attempts": 1,
+                                                      "elastic": {"rdzv_endpoint": None}}}}
+    atomic_write_json(rd / "meta.json", meta)
+    atomic_write_json(launch_file(rd, "train"), {"fresh": True})
+    agents = []
+
+    def fake_agent(task, run_dir, stage, cfg, endpoint, echo):
+        agents.append((stage.name, json.loads((run_dir / "meta.json").read_text())["stages"]["train"]["attempts"]))
+        if len(agents) == 1:  # the coordinator restarts the stage: a second attempt to join
+            meta["stages"]["train"]["attempts"] = 2
+        else:  # the run ends (after the joiner started)
+            meta.update(status="done", finished="9999-12-31T23:59:59")
+        atomic_write_json(rd / "meta.json", meta)
+        return 0
+
+    cfg = OmegaConf.create({"trainer": {"devices": 1}})
+    pipeline = types.SimpleNamespace(build_stages=lambda c: [Stage("prepare", lambda ctx: None, ["data"]),
+                                                             Stage("train", lambda ctx: None, ["trainer"])])
+    monkeypatch.setattr(elastic, "run_agent", fake_agent)
+    monkeypatch.setattr("hackathon.config.load_config", lambda *a, **k: cfg)
+    join_run("asr", Role(run_dir=rd, coordinator=False), echo=lambda s: None, pipeline=lambda task: pipeline,
+             timeout=30)
+    assert agents == [("train", 1), ("train", 2)]
