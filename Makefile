@@ -1,8 +1,13 @@
 # The README's two commands: `make demo` and `make test`. Both run `make setup` first (idempotent).
-.PHONY: setup demo test test-elastic bench
+.PHONY: setup lock demo test test-elastic bench
 
 setup:
 	@bash scripts/setup.sh
+
+# Write the .venv's package versions into constraints.txt (after a dependency change in pyproject.toml).
+lock: setup
+	@{ sed -n '/^#/p' constraints.txt; .venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt && echo "lock: constraints.txt updated ($$(grep -vc '^#' constraints.txt) packages)"
 
 # All three pipelines on the embedded demo data, then the team scoreboard.
 demo: setup

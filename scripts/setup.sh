@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian/Ubuntu machine: system tools (when root/sudo is available),
-# a .venv at the repo root, and `pip install -e .[all,dev]` (skipped when pyproject.toml is unchanged).
+# a .venv at the repo root, and `pip install -c constraints.txt -e .[all,dev]` (skipped when neither changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,13 +26,19 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
-stamp=".venv/.hackathon-installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# The tested versions (constraints.txt) unless HACKATHON_CONSTRAINTS says otherwise ("" = none).
+constraints="${HACKATHON_CONSTRAINTS-constraints.txt}"
+constraint_args=()
+[ -n "$constraints" ] && constraint_args=(-c "$constraints")
+stamp=".venv/.hackathon-installed-$(cat pyproject.toml ${constraints:+"$constraints"} | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   # pip's output (resolver notes, index warnings) goes to a log: the console keeps one line unless it fails.
   pip_log=".venv/pip-install.log"
   echo "setup: installing Python packages into .venv (a few minutes; log: $pip_log)"
-  # torch stays unpinned: the registry's CUDA build also runs on CPU, with a matching torchvision.
-  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[all,dev]"; } \
+  # torch is not pinned to the local CPU-only wheel: the registry's CUDA build also runs on CPU, with a
+  # matching torchvision (constraints.txt holds the tested pair).
+  if ! { .venv/bin/python -m pip install -q --upgrade pip \
+         && .venv/bin/python -m pip install -q "${constraint_args[@]}" -e ".[all,dev]"; } \
       >"$pip_log" 2>&1; then
     tail -n 30 "$pip_log" >&2
     echo "setup: pip install failed (full log: $pip_log); fix the cause above and run make setup again." >&2
