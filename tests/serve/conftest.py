@@ -91,6 +91,7 @@ def serve_runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def free_ports(n: int = 3) -> list[int]:
+    """n distinct ports free now; another process may take one before the server binds it (callers retry)."""
     socks = []
     try:
         for _ in range(n):
@@ -162,9 +163,23 @@ class ServerProcess:
 
 
 def start_server(runs: dict[str, Path], log: Path, ports: dict | None = None, extra=()) -> ServerProcess:
+    if ports:
+        return _start_server_once(runs, log, ports, extra)
+    for attempt in range(3):  # ports picked free here can be taken by another process before tritonserver binds
+        try:
+            return _start_server_once(runs, log, dict(zip(("http", "grpc", "metrics"), free_ports(3))), extra)
+        except PortTaken:
+            if attempt == 2:
+                raise
+
+
+class PortTaken(AssertionError):
+    pass
+
+
+def _start_server_once(runs: dict[str, Path], log: Path, ports: dict, extra=()) -> ServerProcess:
     from hackathon.serve.server import wait_ready
 
-    ports = ports or dict(zip(("http", "grpc", "metrics"), free_ports(3)))
     cmd = [hackathon_exe(), "serve", "--asr", str(runs["asr"]), "--tts", str(runs["tts"]), "--detect",
            str(runs["detect"]), "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
            "--metrics-port", str(ports["metrics"]), *extra]
@@ -180,7 +195,9 @@ def start_server(runs: dict[str, Path], log: Path, ports: dict | None = None, ex
             except Exception:  # noqa: BLE001 - still loading
                 continue
         if proc.poll() is not None:
-            raise AssertionError(f"hackathon serve exited with {proc.returncode}:\n{server.log_tail()}")
+            tail = server.log_tail()
+            error = PortTaken if " in use" in tail else AssertionError
+            raise error(f"hackathon serve exited with {proc.returncode}:\n{tail}")
         wait_ready(server.http, timeout_s=5)
     except BaseException:
         server.stop(signal.SIGKILL)

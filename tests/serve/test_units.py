@@ -119,9 +119,9 @@ TINY_SERVER = textwrap.dedent('''
         return [{"audio": np.full(len(t), 0.5, np.float32), "sample_rate": np.array([22050], np.int32)} for t in r["text"]]
     def infer(requests):
         return _per_request(requests, "tts", limits, rows)
-    port = int(sys.argv[2])
+    port, grpc_port, metrics_port = (int(a) for a in sys.argv[2:5])
     config = TritonConfig(http_address="127.0.0.1", grpc_address="127.0.0.1", metrics_address="127.0.0.1",
-                          http_port=port, grpc_port=port + 1, metrics_port=port + 2, exit_timeout_secs=3)
+                          http_port=port, grpc_port=grpc_port, metrics_port=metrics_port, exit_timeout_secs=3)
     import tritonclient.http as h
     with Triton(config=config) as t:
         t.bind("tts", infer, inputs=[Tensor(name="text", dtype=bytes, shape=(1,))],
@@ -148,9 +148,14 @@ def _run_tiny(mode: str, env: dict, tmp_path: Path) -> str:
     script = tmp_path / "tiny_server.py"
     script.write_text(TINY_SERVER)
     env = dict(env, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, str(script), mode, str(free_ports(1)[0])], env=env, capture_output=True,
-                          text=True, timeout=240)
-    return proc.stdout + proc.stderr
+    for _ in range(3):  # a port picked free can be taken by another process before tritonserver binds it
+        ports = [str(p) for p in free_ports(3)]
+        proc = subprocess.run([sys.executable, str(script), mode, *ports], env=env, capture_output=True,
+                              text=True, timeout=240)
+        out = proc.stdout + proc.stderr
+        if "already in use" not in out:
+            break
+    return out
 
 
 def test_real_triton_shim_gives_400_per_request_and_keeps_the_batch(tmp_path):
