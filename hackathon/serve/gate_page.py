@@ -187,7 +187,8 @@ def parse_detect(result: Any) -> Detections:
     if not (len(boxes) == len(scores) == len(names)):
         raise GatePageError(f"the detect model answered {len(boxes)} boxes, {len(scores)} scores, {len(names)} labels",
                             fix="the server's detect model does not match docs/SERVING.md; restart `hackathon serve`")
-    return Detections(boxes=boxes, scores=scores, labels=names)
+    real = [i for i, name in enumerate(names) if name]  # label b"" = a padding slot (docs/SERVING.md), not a face
+    return Detections(boxes=boxes[real], scores=scores[real], labels=tuple(names[i] for i in real))
 
 
 def refusal_reasons(result: GateResult) -> list[str]:

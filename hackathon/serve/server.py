@@ -77,9 +77,14 @@ def _bytes_col(values: Sequence[str]) -> np.ndarray:
     return np.array([[v.encode("utf-8")] for v in values], dtype=object)
 
 
+# PyTriton cannot send a zero-size output (its validator reads element 0, its shared-memory copy refuses
+# empty views: the request fails with 500), so a batch where every row is empty gets one padding slot.
+MIN_OUTPUT_WIDTH = 1
+
+
 def _pad_rows(rows: list[np.ndarray], dtype) -> np.ndarray:
     """Rows of different lengths -> [n, max_len] (zeros after each row); one row stays as it is."""
-    width = max((len(r) for r in rows), default=0)
+    width = max(max((len(r) for r in rows), default=0), MIN_OUTPUT_WIDTH)
     out = np.zeros((len(rows), width), dtype=dtype)
     for i, r in enumerate(rows):
         out[i, :len(r)] = r
@@ -110,13 +115,13 @@ def _stack(rows: list[dict]) -> dict:
                 and key in ("audio", "reply_audio", "scores"):
             result[key] = _pad_rows(values, values[0].dtype)
         elif key == "boxes":
-            width = max(len(v) for v in values)
+            width = max(max(len(v) for v in values), MIN_OUTPUT_WIDTH)
             arr = np.zeros((len(values), width, 4), dtype=np.float32)
             for i, v in enumerate(values):
                 arr[i, :len(v)] = v
             result[key] = arr
         elif key == "labels":
-            width = max(len(v) for v in values)
+            width = max(max(len(v) for v in values), MIN_OUTPUT_WIDTH)
             arr = np.full((len(values), width), b"", dtype=object)
             for i, v in enumerate(values):
                 arr[i, :len(v)] = [s.encode("utf-8") for s in v]

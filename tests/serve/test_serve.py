@@ -162,6 +162,20 @@ def test_detect_finds_the_face_with_its_class(triton_server, protocol):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_photo_without_faces_gets_no_boxes_not_an_error(triton_server, held_out_clip, protocol):
+    """A webcam frame of a wall: found with the microphone/webcam page test, it made the server fail (500)."""
+    from PIL import Image
+
+    wall = png_bytes(Image.new("RGB", (320, 240), (120, 120, 120)))
+    out = infer(triton_server, protocol, "detect", {"image": wall})
+    assert [v for v in out["labels"] if v] == [] and len(out["boxes"]) == len(out["labels"]) == len(out["scores"])
+    audio, _ = held_out_clip
+    gate = infer(triton_server, protocol, "gate", {"audio": audio, "image": wall,
+                                                   "name": np.array(["王芳".encode()], dtype=object)})
+    assert text_of(gate["mask"]) == "no_face" and not bool(gate["admit"][0]), gate
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_tts_speaks_at_the_stated_rate(triton_server, serve_runs, protocol):
     from omegaconf import OmegaConf
 
