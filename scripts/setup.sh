@@ -29,7 +29,11 @@ fi
 # The tested versions (constraints.txt) unless HACKATHON_CONSTRAINTS says otherwise ("" = none).
 constraints="${HACKATHON_CONSTRAINTS-constraints.txt}"
 constraint_args=()
-[ -n "$constraints" ] && constraint_args=(-c "$constraints")
+if [ -n "$constraints" ]; then
+  [ -f "$constraints" ] || { echo "setup: constraints file $constraints not found; set HACKATHON_CONSTRAINTS to" \
+                               "an existing file, or to nothing (HACKATHON_CONSTRAINTS= make setup) for none" >&2; exit 1; }
+  constraint_args=(-c "$constraints")
+fi
 stamp=".venv/.hackathon-installed-$(cat pyproject.toml ${constraints:+"$constraints"} | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   # pip's output (resolver notes, index warnings) goes to a log: the console keeps one line unless it fails.
