@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 
@@ -91,7 +92,7 @@ def serve_runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def free_ports(n: int = 3) -> list[int]:
-    """n distinct ports free now; another process may take one before the server binds it (callers retry)."""
+    """n distinct ports free now; another process may take one before the server binds it (on_free_ports)."""
     socks = []
     try:
         for _ in range(n):
@@ -162,19 +163,34 @@ class ServerProcess:
         return self.proc.wait(timeout=timeout)
 
 
-def start_server(runs: dict[str, Path], log: Path, ports: dict | None = None, extra=()) -> ServerProcess:
-    if ports:
-        return _start_server_once(runs, log, ports, extra)
-    for attempt in range(3):  # ports picked free here can be taken by another process before tritonserver binds
-        try:
-            return _start_server_once(runs, log, dict(zip(("http", "grpc", "metrics"), free_ports(3))), extra)
-        except PortTaken:
-            if attempt == 2:
-                raise
+T = TypeVar("T")
+PORT_ATTEMPTS = 3
 
 
 class PortTaken(AssertionError):
-    pass
+    """A server could not bind a port picked free: another process took it in between."""
+
+
+def port_taken(output: str) -> bool:
+    # tritonserver's bind error, and `hackathon serve`'s own up-front check (which quotes the OS's words)
+    return "already in use" in output
+
+
+def on_free_ports(start: Callable[[list[int]], T], n: int = 3) -> T:
+    """start(ports) with n ports picked free, again with new ones (PORT_ATTEMPTS in all) when it raises PortTaken."""
+    for attempt in range(PORT_ATTEMPTS):
+        try:
+            return start(free_ports(n))
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+
+
+def start_server(runs: dict[str, Path], log: Path, ports: dict | None = None, extra=()) -> ServerProcess:
+    if ports:
+        return _start_server_once(runs, log, ports, extra)
+    return on_free_ports(lambda picked: _start_server_once(runs, log, dict(zip(("http", "grpc", "metrics"), picked)),
+                                                           extra))
 
 
 def _start_server_once(runs: dict[str, Path], log: Path, ports: dict, extra=()) -> ServerProcess:
@@ -196,7 +212,7 @@ def _start_server_once(runs: dict[str, Path], log: Path, ports: dict, extra=()) 
                 continue
         if proc.poll() is not None:
             tail = server.log_tail()
-            error = PortTaken if " in use" in tail else AssertionError
+            error = PortTaken if port_taken(tail) else AssertionError
             raise error(f"hackathon serve exited with {proc.returncode}:\n{tail}")
         wait_ready(server.http, timeout_s=5)
     except BaseException:

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,17 +18,12 @@ import soundfile as sf
 from PIL import Image
 
 from hackathon.serve import gate_page as gp
+from tests.serve.conftest import free_ports
 from tests.serve.test_serve import PASS_PHRASE, held_out_clip, mask_image  # noqa: F401 - held_out_clip is a fixture
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def kserve_response(outputs: dict[str, tuple[np.ndarray, str]]):
@@ -215,7 +209,7 @@ def test_boxes_are_drawn_in_their_class_colour_and_clamped(photo_jpeg):
 # ---------------------------------------------------------------- errors keep the page working
 
 def test_server_down_is_a_readable_error_not_a_crash(clip_44k_stereo, photo_jpeg):
-    url = f"127.0.0.1:{free_port()}"  # nothing listens here
+    url = f"127.0.0.1:{free_ports(1)[0]}"  # nothing listens here
     for _ in range(2):  # and the second press behaves the same: the page keeps working
         shown = gp.answer(url, str(clip_44k_stereo), str(photo_jpeg), "张三")
         assert f"cannot reach the Triton server at {url}" in as_rendered(shown["error"])
@@ -269,7 +263,7 @@ def start_page(triton_url: str, log: Path):
     """`hackathon gate` as the user starts it (the real CLI, a real Gradio server on 127.0.0.1)."""
     import urllib.request
 
-    port = free_port()
+    port = free_ports(1)[0]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hackathon.cli", "gate", "--url", triton_url,
@@ -448,7 +442,7 @@ def test_gate_page_in_chromium_admits_refuses_and_survives_a_bad_request(triton_
 
 def test_gate_page_with_the_server_down_shows_an_error_and_keeps_working(browser, tmp_path, clip_44k_stereo,
                                                                          photo_jpeg):
-    dead_url = f"127.0.0.1:{free_port()}"
+    dead_url = f"127.0.0.1:{free_ports(1)[0]}"
     proc, page_url = start_page(dead_url, tmp_path / "gate_page.log")
     try:
         assert "not reachable" in (tmp_path / "gate_page.log").read_text()

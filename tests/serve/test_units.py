@@ -143,19 +143,21 @@ TINY_SERVER = textwrap.dedent('''
 
 
 def _run_tiny(mode: str, env: dict, tmp_path: Path) -> str:
-    from tests.serve.conftest import free_ports
+    from tests.serve.conftest import PortTaken, on_free_ports, port_taken
 
     script = tmp_path / "tiny_server.py"
     script.write_text(TINY_SERVER)
     env = dict(env, PYTHONPATH=str(REPO))
-    for _ in range(3):  # a port picked free can be taken by another process before tritonserver binds it
-        ports = [str(p) for p in free_ports(3)]
-        proc = subprocess.run([sys.executable, str(script), mode, *ports], env=env, capture_output=True,
+
+    def run(ports: list[int]) -> str:
+        proc = subprocess.run([sys.executable, str(script), mode, *map(str, ports)], env=env, capture_output=True,
                               text=True, timeout=240)
         out = proc.stdout + proc.stderr
-        if "already in use" not in out:
-            break
-    return out
+        if port_taken(out):
+            raise PortTaken(out[-3000:])
+        return out
+
+    return on_free_ports(run)
 
 
 def test_real_triton_shim_gives_400_per_request_and_keeps_the_batch(tmp_path):
