@@ -1,6 +1,6 @@
 """Benchmark: overhead of our ASR train stage over a bare NeMo `trainer.fit` on the same config and data.
 
-Ours = the pipeline's train stage (tasks/asr/train.py through hackathon/training.py): atomic checkpoint
+Ours = the pipeline's train stage (tasks/asr/train.py through hackathon/core/training.py): atomic checkpoint
 every epoch (last + best by val CER), CSV loss log, resume bookkeeping, OOM back-off wrapper, best
 weights reloaded and saved as model/trained.nemo.
 Bare = what the notebooks did: restore the same init.nemo, set up the same data loaders and optimiser,
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def prepared_run(workdir: Path, overrides: list[str]):
     """A run dir with the prepare and model stages done (untimed)."""
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
 
     ctx = prepare_run("asr", overrides, run_dir=workdir / "ours")
     stages = pipeline_module("asr").build_stages(ctx.cfg)
@@ -34,7 +34,7 @@ def prepared_run(workdir: Path, overrides: list[str]):
 
 
 def time_ours(ctx, train_stage) -> float:
-    from hackathon.runner import execute_stages
+    from hackathon.core.runner import execute_stages
 
     t0 = time.perf_counter()
     execute_stages(ctx, train_stage, echo=lambda s: None)
@@ -45,7 +45,7 @@ def time_bare(ctx, workdir: Path) -> float:
     import lightning.pytorch as pl
     from omegaconf import OmegaConf, open_dict
 
-    from hackathon.training import trainer_settings
+    from hackathon.core.training import trainer_settings
     from tasks.asr.model import INIT_MODEL, dataset_config, read_vocabulary_report, restore_model
     from tasks.asr.prepare import manifest_path
 

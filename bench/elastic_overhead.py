@@ -41,7 +41,7 @@ def run(args: list[str], run_dir: Path, env: dict) -> float:
 
 
 def main() -> None:
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
 
     extra = sys.argv[1:]
     with tempfile.TemporaryDirectory(prefix="elastic-overhead-") as tmp:

@@ -70,7 +70,7 @@ def asr_section(dry: bool, work: Path) -> dict:
     bare = time_bare(ctx, work / "asr")
     n_train = int(ctx.meta["stages"]["prepare"].get("n_train") or 0)
     epochs = int(ctx.cfg.trainer.max_epochs)
-    from hackathon.training import trainer_settings
+    from hackathon.core.training import trainer_settings
 
     return {"spec": spec or "demo", "precision": trainer_settings(ctx.cfg.trainer)["precision"],
             "batch_size": int(ctx.cfg.data.batch_size), "epochs": epochs, "train_utterances": n_train,
@@ -83,7 +83,7 @@ def prepared_run_with_spec(prepared_run, workdir: Path, overrides: list[str], sp
     """bench/asr_overhead.prepared_run with a spec name (it uses the demo spec)."""
     if spec is None:
         return prepared_run(workdir, overrides)
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
 
     ctx = prepare_run("asr", overrides, spec=spec, run_dir=workdir / "ours")
     stages = pipeline_module("asr").build_stages(ctx.cfg)
@@ -99,7 +99,7 @@ TTS_TINY = ["fastpitch.model_overrides.model.symbols_embedding_dim=32",
 
 def tts_sections(dry: bool, work: Path) -> dict:
     """FastPitch and HiFiGAN seconds per step on the demo corpus (the stages' own fits)."""
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
 
     steps_fp, steps_hg = (3, 1) if dry else (200, 100)
     common = [f"+fastpitch.trainer.max_steps={steps_fp}", "fastpitch.trainer.max_time=null",
@@ -221,7 +221,7 @@ def main() -> int:
             print(f"[gpu_suite] {name}: {json.dumps(value)}", flush=True)
     results["total_seconds"] = round(time.perf_counter() - t_all, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    from hackathon.atomic import atomic_write_json
+    from hackathon.core.atomic import atomic_write_json
 
     atomic_write_json(args.out, results)
     print(f"[gpu_suite] wrote {args.out} ({results['total_seconds']} s)")

@@ -3,7 +3,7 @@
 Runs the TTS pipeline of a spec (default: workstation, full-size models at 44.1 kHz) on the demo speech up to
 the hifigan stage with short step budgets, then prints one JSON line: seconds per FastPitch step and per
 HiFiGAN step (pre-train + fine-tune; fit wall time incl. validation / steps), the sample rate, batch sizes and parameter counts, read from the run's
-meta.json (hackathon/training.py times each fit). Same steps on every machine, so the ratio between two
+meta.json (hackathon/core/training.py times each fit). Same steps on every machine, so the ratio between two
 machines (or 22.05 vs 44.1 kHz) is the ratio of these numbers.
 
     .venv/bin/python bench/tts_step_times.py [--spec workstation] [--rate 44100] [--fastpitch-steps 200]
@@ -20,7 +20,7 @@ import time
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from hackathon.runner import execute_stages, prepare_run
+    from hackathon.core.runner import execute_stages, prepare_run
     from tasks.tts.pipeline import build_stages
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -103,7 +103,7 @@ def main() -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        from hackathon.atomic import atomic_write_text
+        from hackathon.core.atomic import atomic_write_text
 
         atomic_write_text(args.json, text + "\n")
     return 0

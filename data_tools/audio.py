@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Sequence, TypeVar
 import numpy as np
 import soundfile as sf
 
-from hackathon.atomic import atomic_write_bytes
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_bytes
+from hackathon.core.errors import HackathonError
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -21,8 +21,8 @@ import numpy as np
 
 from data_tools.audio import read_audio, to_mono
 from data_tools.manifest import ManifestEntry, read_manifest
-from hackathon.atomic import atomic_write_text, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_text, read_json
+from hackathon.core.errors import HackathonError
 
 N_FFT = 1024
 HOP = 256

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from data_tools.manifest import ManifestEntry, read_manifest, write_manifest
-from hackathon.atomic import atomic_write_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_json
+from hackathon.core.errors import HackathonError
 
 SPLITS = ("train", "val", "test")
 MIN_SPEAKERS_FOR_SPEAKER_SPLIT = 3  # one each for train, val and test

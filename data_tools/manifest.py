@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from hackathon.atomic import atomic_write_jsonl
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_jsonl
+from hackathon.core.errors import HackathonError
 
 REQUIRED_KEYS = ("audio_filepath", "duration", "text")
 

@@ -20,8 +20,8 @@ import numpy as np
 from data_tools.audio import map_clips, read_audio, to_mono, write_wav
 from data_tools.manifest import ManifestEntry, read_manifest, write_manifest
 from data_tools.tts_clean import frame_energies_db, trim_silence
-from hackathon.atomic import atomic_write_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_json
+from hackathon.core.errors import HackathonError
 
 PHRASE_BREAKS = "，。、！？；,.!?;"
 _BREAK_RE = re.compile(f"[{re.escape(PHRASE_BREAKS)}]+")

@@ -28,8 +28,8 @@ import numpy as np
 from data_tools.audio import AudioReadError, map_clips, read_audio, resample, to_mono, write_wav
 from data_tools.manifest import ManifestEntry, write_manifest
 from data_tools.tts_clean import NOISY_SNR_DB, clean_tts_clip, dataset_rate_note, frame_energies_db, rate_mismatch
-from hackathon.atomic import atomic_write_json, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".wma", ".webm", ".aiff", ".aif"}
 TRANSCRIPT_EXTENSIONS = {".txt", ".lab", ".csv", ".tsv", ".json", ".jsonl"}
@@ -539,7 +539,7 @@ def prepare_audio_for_task(src: str | Path, out_dir: str | Path, task: str, samp
     (they are listed in out_dir/report.json and logged); no usable clip at all is an error.
     """
     from data_tools.audio_split import split_manifest
-    from hackathon.logs import get_logger
+    from hackathon.core.logs import get_logger
 
     log = get_logger("hackathon.data")
     out_dir = Path(out_dir)

@@ -25,9 +25,9 @@ import numpy as np
 
 from data_tools.audio import read_audio, resample, write_wav
 from data_tools.manifest import ManifestEntry, write_manifest
-from hackathon.atomic import atomic_write_json, read_json
-from hackathon.errors import HackathonError
-from hackathon.progress import track
+from hackathon.core.atomic import atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.progress import track
 
 # Bump when the generated audio or manifests change, so cached demo data is regenerated.
 GENERATOR_VERSION = 1
@@ -215,13 +215,13 @@ def _params(task: str, seed: int, renditions: int, noise: bool) -> dict:
 
 
 def ensure_demo_speech(task: str, seed: int = 0, renditions: int = 3, noise: bool = True) -> Path:
-    """The cached demo corpus for `task` under hackathon.paths.demo_data_root()/<task>; generated once.
+    """The cached demo corpus for `task` under hackathon.core.paths.demo_data_root()/<task>; generated once.
 
     A file lock makes concurrent runs (ASR tests + a TTS run) wait for one generator instead of racing.
     """
     from filelock import FileLock
 
-    from hackathon.paths import demo_data_root
+    from hackathon.core.paths import demo_data_root
 
     out_dir = demo_data_root() / task
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -79,7 +79,7 @@ def run(
 ):
     """Run a pipeline (resumable: the same command again skips finished stages)."""
     from hackathon.pipelines import run_pipelines
-    from hackathon.progress import set_verbose, terminal
+    from hackathon.core.progress import set_verbose, terminal
 
     set_verbose(verbose)
     try:
@@ -116,7 +116,7 @@ def doctor(
 @friendly_errors
 def gpus(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Each GPU (and stand-in lock key): who holds it, for which run, since when, queue, memory used."""
-    from hackathon.gpus import show_gpus
+    from hackathon.core.gpus import show_gpus
 
     show_gpus(console, as_json=as_json)
 
@@ -129,7 +129,7 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Every recorded run (newest first): task, user, status, times, metrics, run dir."""
-    from hackathon.registry import show_runs
+    from hackathon.core.registry import show_runs
 
     show_runs(console, task=task, user=user, as_json=as_json)
 
@@ -191,7 +191,7 @@ def ngc_login(
     registry: str = typer.Option("nvcr.io", "--registry"),
 ):
     """docker login nvcr.io with the NGC API key from $NGC_API_KEY, --key-file, or a hidden prompt."""
-    from hackathon.ngc import login
+    from hackathon.core.ngc import login
 
     console.print(login(key_file=key_file, registry=registry))
 
@@ -200,7 +200,7 @@ def ngc_login(
 @friendly_errors
 def ngc_status(registry: str = typer.Option("nvcr.io", "--registry")):
     """Which docker config file (if any) holds the nvcr.io credential docker will actually read."""
-    from hackathon.ngc import status
+    from hackathon.core.ngc import status
 
     console.print(status(registry=registry))
 
@@ -209,7 +209,7 @@ def ngc_status(registry: str = typer.Option("nvcr.io", "--registry")):
 @friendly_errors
 def ngc_logout(registry: str = typer.Option("nvcr.io", "--registry")):
     """docker logout nvcr.io."""
-    from hackathon.ngc import logout
+    from hackathon.core.ngc import logout
 
     console.print(logout(registry=registry))
 

@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, distribution, version
 
-from hackathon.paths import TASKS, runs_root
+from hackathon.core.paths import TASKS, runs_root
 
 ALL = frozenset(TASKS)
 AUDIO = frozenset({"asr", "tts"})
@@ -74,7 +74,7 @@ def check_espeak_voice() -> Check:
 
 def docker_checks() -> list[Check]:
     """Client, daemon, socket permission, nvidia runtime — the fixes users needed most."""
-    from hackathon.docker import diagnose_engine
+    from hackathon.core.docker import diagnose_engine
 
     return [Check(c["name"], c["status"], c["detail"], c.get("fix", ""), DETECT) for c in diagnose_engine()]
 
@@ -92,7 +92,7 @@ def check_gpus() -> Check:
 
 
 def check_ngc_login() -> Check:
-    from hackathon.ngc import credential_state, docker_config_dir, other_config_dirs
+    from hackathon.core.ngc import credential_state, docker_config_dir, other_config_dirs
 
     state = credential_state(docker_config_dir())
     if state.has_credential:

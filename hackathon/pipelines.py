@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from hackathon.errors import HackathonError
-from hackathon.paths import TASKS
+from hackathon.core.errors import HackathonError
+from hackathon.core.paths import TASKS
 
 
 def run_pipelines(task: str, overrides: Sequence[str], echo: Callable[[str], None] = print, **kwargs) -> None:
-    from hackathon.runner import run_task
+    from hackathon.core.runner import run_task
 
     if task == "all":
         if overrides or kwargs.get("run_dir") or kwargs.get("spec"):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hackathon.atomic import atomic_write_text
-from hackathon.paths import TASKS
-from hackathon.registry import list_runs
+from hackathon.core.atomic import atomic_write_text
+from hackathon.core.paths import TASKS
+from hackathon.core.registry import list_runs
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ ASR_DEFAULT_BACKEND = "nemo"  # runs scored before metrics.json named its backen
 def backend_comparison(runs: list[dict] | None = None, data_fingerprint: str | None = None) -> list[dict]:
     """ASR: per data fingerprint that more than one backend has scored (or only `data_fingerprint`),
     the best CER of each backend side by side: {data, <backend> cer, <backend> run, ...}."""
-    from hackathon.registry import short_run_dir
+    from hackathon.core.registry import short_run_dir
 
     runs = list_runs(task="asr") if runs is None else [r for r in runs if r["task"] == "asr"]
     best: dict[str, dict[str, dict]] = {}
@@ -155,7 +155,7 @@ def _other_metrics(row: dict, limit: int = MAX_OTHER_METRICS) -> str:
 def print_scoreboard_lines(console, board: list[dict]) -> None:
     """The scoreboard for an 80-column terminal: a line per task (headline, who, how many runs, where), the
     next metrics indented below it."""
-    from hackathon.registry import short_run_dir
+    from hackathon.core.registry import short_run_dir
 
     console.print("Team scoreboard: best run per task (all metrics: hackathon score --json)", highlight=False)
     for row in board:
@@ -182,7 +182,7 @@ def print_scoreboard(console) -> list[dict]:
 def print_scoreboard_table(console, board: list[dict]) -> None:
     from rich.table import Table
 
-    from hackathon.registry import short_run_dir
+    from hackathon.core.registry import short_run_dir
 
     table = Table(title="Team scoreboard: best run per task")
     for col in ("task", "ranked by", "best", "by", "other metrics", "runs", "run"):

@@ -9,7 +9,7 @@ import os
 import random
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_json
+from hackathon.core.atomic import atomic_path, atomic_write_json
 
 from data_tools.detection.dataset import Box, Dataset, ImageRecord, load_dataset, save_dataset
 

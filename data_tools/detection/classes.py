@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hackathon.errors import HackathonError
-from hackathon.paths import SPECS_DIR
+from hackathon.core.errors import HackathonError
+from hackathon.core.paths import SPECS_DIR
 
 CANONICAL_CLASSES = ("with_mask", "without_mask", "mask_weared_incorrect")
 DEFAULT_ALIASES_FILE = SPECS_DIR / "detect" / "aliases.yaml"

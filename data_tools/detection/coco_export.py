@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from hackathon.atomic import atomic_path
+from hackathon.core.atomic import atomic_path
 
 from data_tools.detection.dataset import Dataset, ImageRecord, load_dataset, save_dataset
 

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_json, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
 
 from data_tools.detection.classes import CANONICAL_CLASSES
 

@@ -314,7 +314,7 @@ READERS = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco, "createml": re
 def read_source(src: Path, fmt: str | None = None) -> tuple[list[str], list[RawImage]]:
     """(formats found, raw records) for one source; `fmt` forces a format instead of auto-detecting."""
     if fmt is not None and fmt not in READERS:
-        from hackathon.errors import HackathonError
+        from hackathon.core.errors import HackathonError
 
         raise HackathonError(f"Unknown annotation format {fmt!r}.", fix=f"Use one of {', '.join(FORMATS)}.")
     if fmt == "voc" and src.is_file():

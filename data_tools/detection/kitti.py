@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_json, atomic_write_text
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_path, atomic_write_json, atomic_write_text
+from hackathon.core.errors import HackathonError
 
 from data_tools.detection.dataset import Dataset, load_dataset
 

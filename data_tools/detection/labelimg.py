@@ -21,8 +21,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_text
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_text
+from hackathon.core.errors import HackathonError
 
 LABELIMG_VERSION = "1.8.6"
 DEFAULT_ENV = Path.home() / ".local" / "share" / "hackathon" / "labelimg-py39"

@@ -8,7 +8,7 @@ import html
 import io
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_text
+from hackathon.core.atomic import atomic_write_text
 
 from data_tools.detection.dataset import Dataset
 

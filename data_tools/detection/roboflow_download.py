@@ -13,8 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hackathon.errors import HackathonError
-from hackathon.logs import register_secret
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import register_secret
 
 FORMATS = {"coco": "coco", "voc": "voc", "yolov5": "yolov5"}
 KEY_ENV = "ROBOFLOW_API_KEY"

@@ -10,8 +10,8 @@ import os
 import random
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_json
+from hackathon.core.errors import HackathonError
 
 from data_tools.detection.dataset import Dataset, load_dataset, save_dataset
 

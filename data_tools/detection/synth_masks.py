@@ -17,7 +17,7 @@ import random
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from hackathon.atomic import atomic_path, atomic_write_json, atomic_write_text
+from hackathon.core.atomic import atomic_path, atomic_write_json, atomic_write_text
 
 CLASS_WEIGHTS = {"with_mask": 0.66, "without_mask": 0.24, "mask_weared_incorrect": 0.10}
 SKIN_TONES = [(255, 224, 189), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 58, 30)]
@@ -138,7 +138,7 @@ def synth_masks(out_dir: str | Path, num_images: int = 600, seed: int = 0, image
     out = Path(out_dir)
     params = {"num_images": num_images, "seed": seed, "image_size": image_size, "max_faces": max_faces, "version": 1}
     marker = out / "synth.json"
-    from hackathon.atomic import read_json
+    from hackathon.core.atomic import read_json
 
     if read_json(marker) == params:
         return out

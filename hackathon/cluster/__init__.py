@@ -3,7 +3,7 @@
 (kubectl apply, sbatch); nothing here schedules or talks to a cluster.
 
 Every node of such a job runs the same `hackathon run TASK ... launcher=torchrun --run-dir DIR` on a
-shared filesystem (hackathon/elastic.py: one process coordinates, the others join its training stages).
+shared filesystem (hackathon/core/elastic.py: one process coordinates, the others join its training stages).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # a DNS-1123 label: k8s object / SLURM job names
 
@@ -25,8 +25,8 @@ def check_name(name: str, what: str = "--name") -> str:
 
 def check_task_overrides(task: str, spec: str | None, overrides: Sequence[str]):
     """The job's config resolved here first: a typo fails now, not on the cluster an hour later."""
-    from hackathon.config import load_config
-    from hackathon.paths import TASKS
+    from hackathon.core.config import load_config
+    from hackathon.core.paths import TASKS
 
     if task not in TASKS:
         raise HackathonError(f"Unknown task {task!r}.", fix=f"Use one of: {', '.join(TASKS)}.")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_text
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_text
+from hackathon.core.errors import HackathonError
 
 DEFAULT_BASE = "nvcr.io/nvidia/nemo:25.04"
 EXTRAS = "asr,tts,detect,cluster"

@@ -6,7 +6,7 @@ The job (applied with `kubectl apply -f DIR/`, see docs/MULTI_GPU.md):
   The training operator (v1) starts the worker pods and a service per pod; pod `<name>-worker-0` hosts
   the c10d rendezvous on port 29400.
 - every worker pod runs the same `hackathon run TASK ... launcher=torchrun --run-dir /runs/<task>/<name>`
-  (hackathon/elastic.py: the first to claim the run dir coordinates, the others join its training
+  (hackathon/core/elastic.py: the first to claim the run dir coordinates, the others join its training
   stages under their own torchrun agent); `restartPolicy: OnFailure` brings a lost pod back, and it
   rejoins at the next rendezvous.
 - one ReadWriteMany PVC holds the data (/data) and the runs (/runs): every pod sees the same run dir.
@@ -20,9 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from hackathon.atomic import atomic_write_text
+from hackathon.core.atomic import atomic_write_text
 from hackathon.cluster import check_name, check_task_overrides, run_command
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 API_VERSION = "kubeflow.org/v1"
 RDZV_PORT = 29400

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from hackathon.atomic import atomic_write_text
+from hackathon.core.atomic import atomic_write_text
 from hackathon.cluster import check_name, check_task_overrides, run_command
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 RDZV_PORT = 29400
 LAUNCH_BEGIN = "# --- launch (one `hackathon run` per node) ---"
@@ -75,7 +75,7 @@ def sbatch_script(task: str, overrides: Sequence[str] = (), spec: str | None = N
                   time_limit: str = "24:00:00", partition: str | None = None, run_dir: str | None = None,
                   max_restarts: int = 3, grace_seconds: int = 120, venv: str | None = None,
                   script: str = "job.sbatch") -> str:
-    from hackathon.paths import REPO_ROOT, runs_root
+    from hackathon.core.paths import REPO_ROOT, runs_root
 
     name = check_name(name or f"hackathon-{task}")
     if nodes < 1 or gpus_per_node < 1:

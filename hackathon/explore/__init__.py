@@ -18,8 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_text
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_text
+from hackathon.core.errors import HackathonError
 
 TEMPLATES = Path(__file__).parent / "templates"
 MARKER = "explore.json"  # an out dir with this file was written by us and may be rebuilt

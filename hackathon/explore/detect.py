@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.atomic import read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import read_json
+from hackathon.core.errors import HackathonError
 
 BACKGROUND = "background"
 

@@ -12,7 +12,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 SPLITS = ("train", "val", "test")
 

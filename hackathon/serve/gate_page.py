@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 # Set before gradio is imported anywhere in this process: no usage reports, no version check.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 TASK_OF_MODEL = {"asr": "asr", "tts": "tts", "detect": "detect"}
 MODELS = ("asr", "tts", "detect", "gate")
@@ -218,7 +218,7 @@ def tensor_interface():
 # ---------------------------------------------------------------- the server
 
 def load_serve_config(spec: str | None, overrides: Sequence[str] = ()):
-    from hackathon.config import load_config
+    from hackathon.core.config import load_config
 
     return load_config("serve", spec, overrides)
 
@@ -297,7 +297,7 @@ def serve(asr: Path | None = None, tts: Path | None = None, detect: Path | None 
 
 def server_log_path(http_port: int) -> Path:
     """tritonserver's own log goes to a file (the console shows our lines only): <runs>/serve/logs/."""
-    from hackathon.paths import runs_root
+    from hackathon.core.paths import runs_root
 
     folder = runs_root() / "serve" / "logs"
     folder.mkdir(parents=True, exist_ok=True)

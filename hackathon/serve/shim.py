@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hackathon.paths import REPO_ROOT
+from hackathon.core.paths import REPO_ROOT
 
 MARKER = "# --- hackathon.serve input checks"
 

@@ -75,7 +75,7 @@ class TritonPythonModel:
             return
         import importlib
 
-        import hackathon.onnx_session as onnx_session
+        import hackathon.core.onnx_session as onnx_session
         from hackathon.serve.server import Models
 
         sessions = {name: BlsSession(spec) for name, spec in self.settings["bls"].items()}

@@ -32,8 +32,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from hackathon.errors import HackathonError
-from hackathon.paths import REPO_ROOT
+from hackathon.core.errors import HackathonError
+from hackathon.core.paths import REPO_ROOT
 
 CONTAINER_REPO = "/models"
 CONTAINER_CODE = "/opt/hackathon"
@@ -126,7 +126,7 @@ def python_config(name: str, max_batch_size: int, queue_delay_us: int):
 def write_config(folder: Path, config) -> Path:
     from google.protobuf import text_format
 
-    from hackathon.atomic import atomic_write_text
+    from hackathon.core.atomic import atomic_write_text
 
     return atomic_write_text(folder / "config.pbtxt", text_format.MessageToString(config))
 
@@ -298,7 +298,7 @@ def run_container(commands: dict, echo=print) -> None:
     """Pull the NGC base (credentials from `hackathon ngc login`), build the image, start the server."""
     import subprocess
 
-    from hackathon.docker import client, ensure_image
+    from hackathon.core.docker import client, ensure_image
 
     c = client()
     ensure_image(c, commands["base"], echo=echo)  # offline / no login -> HackathonError with the fix

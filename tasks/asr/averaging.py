@@ -29,7 +29,7 @@ AVERAGED_NEMO = "export/asr_model_averaged.nemo"
 
 
 def best_nemo_checkpoints(ckpt_dir, k: int) -> list[tuple[float, object]]:
-    """[(val CER, path)] of the best k `best-*.ckpt` files hackathon.training kept (score from the name)."""
+    """[(val CER, path)] of the best k `best-*.ckpt` files hackathon.core.training kept (score from the name)."""
     import re
     from pathlib import Path
 
@@ -46,7 +46,7 @@ def average_stage(ctx) -> None:
     export/asr_model_averaged.nemo; test CER before (the evaluate stage's model) and after."""
     import torch
 
-    from hackathon.atomic import atomic_path
+    from hackathon.core.atomic import atomic_path
     from tasks.asr.evaluate import aggregate, read_predictions, score_predictions
     from tasks.asr.model import restore_model
     from tasks.asr.prepare import read_summary

@@ -17,8 +17,8 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_jsonl
-from hackathon.report import add_report_assets
+from hackathon.core.atomic import atomic_path, atomic_write_jsonl
+from hackathon.core.report import add_report_assets
 from tasks.asr.model import read_vocabulary_report, restore_model
 from tasks.asr.prepare import manifest_path, read_summary
 from tasks.asr.train import TRAINED_MODEL
@@ -94,7 +94,7 @@ def evaluate_stage(ctx) -> None:
     results, failed = transcribe_items(model, items, int(ctx.cfg.evaluate.batch_size))
     rows = score_predictions(results, language)
     if not rows:
-        from hackathon.errors import HackathonError
+        from hackathon.core.errors import HackathonError
 
         raise HackathonError(f"None of the {len(items)} test clips could be transcribed "
                              f"(first error: {failed[0]['error'] if failed else 'no test clips'}).",
@@ -117,7 +117,7 @@ def backend_name(ctx) -> str:
 
 def backends_on_same_data(ctx, cer: float) -> list[dict]:
     """This run's CER beside the best registered run of each ASR backend on the same data fingerprint."""
-    from hackathon.registry import list_runs
+    from hackathon.core.registry import list_runs
     from hackathon.scoreboard import backend_comparison
 
     fp = ctx.meta.get("data_fingerprint")

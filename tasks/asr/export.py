@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import MethodType
 
-from hackathon.atomic import atomic_path, atomic_write_json, atomic_write_text
-from hackathon.errors import HackathonError
-from hackathon.export_check import agreement, sig, write_check
+from hackathon.core.atomic import atomic_path, atomic_write_json, atomic_write_text
+from hackathon.core.errors import HackathonError
+from hackathon.core.export_check import agreement, sig, write_check
 
 NEMO_NAME = "asr_model.nemo"
 ONNX_NAME = "asr_model.onnx"
@@ -202,8 +202,8 @@ def export_stage(ctx) -> None:
     summary = export_model(ctx.run_dir / TRAINED_MODEL, ctx.dir(EXPORT_DIR), check_audio, onnx=bool(cfg.export.onnx))
     ctx.record(**summary)
     if summary["onnx_check"]:
-        from hackathon.atomic import read_json
-        from hackathon.export_check import CHECK_NAME, record_check
+        from hackathon.core.atomic import read_json
+        from hackathon.core.export_check import CHECK_NAME, record_check
 
         check = read_json(ctx.run_dir / EXPORT_DIR / CHECK_NAME)
         n = check["n_inputs"]

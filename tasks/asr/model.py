@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_json, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_path, atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
 from tasks.asr import vocabulary as vocab_tools
 
 INIT_MODEL = "model/init.nemo"
@@ -62,7 +62,7 @@ def restore_model(path: Path | str, trainer=None, map_location: str | None = "cp
     """Any NeMo ASR .nemo (the class is read from the file)."""
     from nemo.collections.asr.models import ASRModel
 
-    from hackathon.nemo_models import restore_nemo
+    from hackathon.core.nemo_models import restore_nemo
 
     return restore_nemo(ASRModel, path, "Model file {path} does not exist.",
                         "Give the path of a .nemo file (e.g. <run-dir>/export/asr_model.nemo).",

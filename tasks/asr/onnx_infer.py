@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 EXPORT_FIX = "Run `hackathon run asr --only export` on that run dir (export.onnx=true), or pick a finished ASR run."
 
@@ -105,8 +105,8 @@ def load_export(export_dir: str | Path, prefer_gpu: bool = True) -> AsrPredictor
     """The predictor of an export folder (a run's export/, or `hackathon asr export --out DIR`)."""
     from omegaconf import OmegaConf
 
-    from hackathon.atomic import read_json
-    from hackathon.onnx_session import create_session
+    from hackathon.core.atomic import read_json
+    from hackathon.core.onnx_session import create_session
     from tasks.asr.export import ONNX_NAME
 
     export_dir = Path(export_dir)

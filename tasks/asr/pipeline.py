@@ -9,7 +9,7 @@ up where it stopped; the runner skips stages whose config slice and inputs are u
 
 from __future__ import annotations
 
-from hackathon.runner import Stage
+from hackathon.core.runner import Stage
 
 
 BACKENDS = ("nemo", "whisper_lora")
@@ -22,7 +22,7 @@ def build_stages(cfg) -> list[Stage]:
 
         return build_whisper_stages(cfg)
     if backend != "nemo":
-        from hackathon.errors import HackathonError
+        from hackathon.core.errors import HackathonError
 
         raise HackathonError(f"Unknown ASR backend {backend!r}.", fix=f"Use backend= one of: {', '.join(BACKENDS)}.")
     return build_nemo_stages(cfg)
@@ -37,13 +37,13 @@ def build_nemo_stages(cfg) -> list[Stage]:
     from tasks.asr.train import train_stage
 
     return [
-        Stage("prepare", prepare_stage, config_keys=("data",), inputs=source_inputs),
-        Stage("model", model_stage, config_keys=("seed", "model", "data.sample_rate")),
-        Stage("train", train_stage, config_keys=("seed", "data.batch_size", "data.max_duration", "data.min_duration",
+        Stage("prepare", prepare_stage, "data", config_keys=("data",), inputs=source_inputs),
+        Stage("model", model_stage, "model", config_keys=("seed", "model", "data.sample_rate")),
+        Stage("train", train_stage, "train", trainer="trainer", config_keys=("seed", "data.batch_size", "data.max_duration", "data.min_duration",
                                                  "data.num_workers", "data.sample_rate", "model.freeze_encoder",
                                                  "optim", "trainer", "export.average_best_k")),
-        Stage("evaluate", evaluate_stage, config_keys=("evaluate", "data.language")),
-        Stage("export", export_stage, config_keys=("export",)),
-        Stage("average", average_stage, config_keys=("export.average_best_k",)),
-        Stage("score", score_stage, config_keys=("evaluate.worst_n",)),
+        Stage("evaluate", evaluate_stage, "evaluate", config_keys=("evaluate", "data.language")),
+        Stage("export", export_stage, "export", config_keys=("export",)),
+        Stage("average", average_stage, "export", config_keys=("export.average_best_k",)),
+        Stage("score", score_stage, "report", config_keys=("evaluate.worst_n",)),
     ]

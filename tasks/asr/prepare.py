@@ -15,8 +15,8 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_json, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
 from tasks.asr import vocabulary as vocab_tools
 
 SPLITS = ("train", "val", "test")

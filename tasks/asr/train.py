@@ -1,6 +1,6 @@
 """Train stage: fine-tune/train model/init.nemo on data/train, pick the best epoch by validation CER.
 
-The fit itself is hackathon.training.fit_resumable: checkpoint every epoch, resume after kill -9,
+The fit itself is hackathon.core.training.fit_resumable: checkpoint every epoch, resume after kill -9,
 CUDA OOM back-off, AMP on GPU, trainer.devices/num_nodes passthrough. This file only says how to build
 the NeMo model for an attempt (restore, data loaders, optimiser, optional frozen encoder).
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hackathon.atomic import atomic_path
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_path
+from hackathon.core.errors import HackathonError
 from tasks.asr.model import INIT_MODEL, dataset_config, read_vocabulary_report, restore_model
 from tasks.asr.prepare import manifest_path
 
@@ -69,7 +69,7 @@ def save_trained(model, path: Path) -> None:
 
 
 def train_stage(ctx) -> None:
-    from hackathon.training import fit_resumable, load_best_weights
+    from hackathon.core.training import fit_resumable, load_best_weights
 
     cfg = ctx.cfg
     t0 = time.time()

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from hackathon.atomic import atomic_write_jsonl
-from hackathon.errors import HackathonError
-from hackathon.progress import bar
+from hackathon.core.atomic import atomic_write_jsonl
+from hackathon.core.errors import HackathonError
+from hackathon.core.progress import bar
 
 MANIFEST_SUFFIXES = (".json", ".jsonl")
 

@@ -14,8 +14,8 @@ import os
 import re
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_json, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_path, atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
 
 from data_tools.detection.dataset import Dataset, load_dataset
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.atomic import atomic_path, atomic_write_json
-from hackathon.errors import HackathonError
-from hackathon.export_check import agreement, record_check, sig, write_check
+from hackathon.core.atomic import atomic_path, atomic_write_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.export_check import agreement, record_check, sig, write_check
 from tasks.detect.onnx_infer import EXPORT_DIR, INFO_NAME, ONNX_NAME
 
 SCORE_TOLERANCE = 1e-3  # softmax scores in [0, 1]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 EXPORT_DIR = "export"
 ONNX_NAME = "detector.onnx"
@@ -70,8 +70,8 @@ class DetectPredictor:
 
 def load(run_dir: str | Path, prefer_gpu: bool = True) -> DetectPredictor:
     """The predictor of a detect run dir (reads <run>/export/detector.* only)."""
-    from hackathon.atomic import read_json
-    from hackathon.onnx_session import create_session
+    from hackathon.core.atomic import read_json
+    from hackathon.core.onnx_session import create_session
 
     export_dir = Path(run_dir) / EXPORT_DIR
     info = read_json(export_dir / INFO_NAME)

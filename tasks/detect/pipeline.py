@@ -9,7 +9,7 @@ backend=tao:   the TAO helper's stages (tasks/detect/tao_pipeline.py: build_tao_
 
 from __future__ import annotations
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 BACKENDS = ("torch", "tao")
 
@@ -22,15 +22,15 @@ def build_stages(cfg):
         return build_tao_stages(cfg)
     if backend != "torch":
         raise HackathonError(f"Unknown detect backend {backend!r}.", fix=f"Use backend={' or backend='.join(BACKENDS)}.")
-    from hackathon.runner import Stage
+    from hackathon.core.runner import Stage
     from tasks.detect.evaluate import evaluate_stage
     from tasks.detect.export_model import export_torch_stage
     from tasks.detect.stages import shared_stages
     from tasks.detect.train_torch import infer_stage, train_stage
 
     return shared_stages() + [
-        Stage("train", train_stage, config_keys=("torch",)),
-        Stage("infer", infer_stage, config_keys=("torch.score_threshold", "eval.split")),
-        Stage("evaluate", evaluate_stage, config_keys=("eval",)),
-        Stage("export_model", export_torch_stage, config_keys=("onnx", "torch.score_threshold")),
+        Stage("train", train_stage, "train", trainer="torch", config_keys=("torch",)),
+        Stage("infer", infer_stage, "evaluate", config_keys=("torch.score_threshold", "eval.split")),
+        Stage("evaluate", evaluate_stage, "evaluate", config_keys=("eval",)),
+        Stage("export_model", export_torch_stage, "export", config_keys=("onnx", "torch.score_threshold")),
     ]

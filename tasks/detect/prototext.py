@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 IDENT_RE = re.compile(r"^[A-Za-z_][\w]*$")
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.atomic import read_json
-from hackathon.errors import HackathonError
-from hackathon.fingerprint import file_sha256
-from hackathon.paths import REPO_ROOT, demo_data_root
+from hackathon.core.atomic import read_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.fingerprint import file_sha256
+from hackathon.core.paths import REPO_ROOT, demo_data_root
 
 SPLITS = ("train", "val", "test")
 
@@ -39,8 +39,8 @@ def kitti_dir(ctx, split: str) -> Path:
 
 
 def add_report_assets(ctx, images: list[dict] = (), tables: list[dict] = (), prefix: str = "") -> None:
-    """hackathon.report.add_report_assets for this run (entries replaced by path / title)."""
-    from hackathon.report import add_report_assets as add
+    """hackathon.core.report.add_report_assets for this run (entries replaced by path / title)."""
+    from hackathon.core.report import add_report_assets as add
 
     add(ctx.run_dir, images=images, tables=tables, prefix=prefix)
 
@@ -153,11 +153,11 @@ def export(ctx) -> None:
 
 def shared_stages():
     """prepare -> split -> balance -> export, for any backend's build_stages."""
-    from hackathon.runner import Stage
+    from hackathon.core.runner import Stage
 
     return [
-        Stage("prepare", prepare, config_keys=("data", "demo", "seed"), inputs=lambda ctx: data_sources(ctx.cfg)),
-        Stage("split", split, config_keys=("split", "seed")),
-        Stage("balance", balance, config_keys=("balance", "seed")),
-        Stage("export", export, config_keys=("export",)),
+        Stage("prepare", prepare, "data", config_keys=("data", "demo", "seed"), inputs=lambda ctx: data_sources(ctx.cfg)),
+        Stage("split", split, "data", config_keys=("split", "seed")),
+        Stage("balance", balance, "data", config_keys=("balance", "seed")),
+        Stage("export", export, "export", config_keys=("export",)),
     ]

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Sequence
 
-from hackathon.atomic import atomic_write_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_json
+from hackathon.core.errors import HackathonError
 
 RUN_DIR_DESTINATION = "/workspace/tao-experiments"
 USER_MOUNTS_FILE = Path("~/.tao_mounts.json")

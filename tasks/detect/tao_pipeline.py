@@ -20,9 +20,9 @@ import re
 import time
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
-from hackathon.errors import HackathonError
-from hackathon.runner import RunContext, Stage
+from hackathon.core.atomic import atomic_write_json, atomic_write_text, read_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.runner import RunContext, Stage
 from tasks.detect import tao_spec
 from tasks.detect.tao_mounts import INPUT, OUTPUT, RESULTS, MountPlan, PathCheck, plan_for_run, spec_checks
 from tasks.detect.tao_runner import JobResult, TaoJob, launcher_command, run_job, status_contract
@@ -147,7 +147,7 @@ def _echo(ctx: RunContext):
 
 def _say(line: str) -> None:
     """A line for the console even while the stage's output goes to its log."""
-    from hackathon.progress import terminal
+    from hackathon.core.progress import terminal
 
     terminal().print(line, markup=False)
 
@@ -456,14 +456,14 @@ def _collect_export(ctx: RunContext) -> None:
 
 def tao_stages() -> list[Stage]:
     return [
-        Stage("tao_convert", stage_convert, config_keys=("network", "image", "tao.mounts_file", "tao.mounts")),
-        Stage("tao_train", stage_train, config_keys=TAO_KEYS),
-        Stage("tao_evaluate", stage_evaluate, config_keys=TAO_KEYS),
-        Stage("tao_inference", stage_inference, config_keys=TAO_KEYS),
-        Stage("tao_score", stage_score, config_keys=("eval",)),
-        Stage("tao_export", stage_export, config_keys=TAO_KEYS),
-        Stage("export_model", _collect_export, config_keys=("onnx.score_threshold",)),
-        Stage("tao_engine", stage_engine, config_keys=TAO_KEYS),
+        Stage("tao_convert", stage_convert, "data", config_keys=("network", "image", "tao.mounts_file", "tao.mounts")),
+        Stage("tao_train", stage_train, "train", devices="gpus", config_keys=TAO_KEYS),
+        Stage("tao_evaluate", stage_evaluate, "evaluate", config_keys=TAO_KEYS),
+        Stage("tao_inference", stage_inference, "evaluate", config_keys=TAO_KEYS),
+        Stage("tao_score", stage_score, "report", config_keys=("eval",)),
+        Stage("tao_export", stage_export, "export", config_keys=TAO_KEYS),
+        Stage("export_model", _collect_export, "export", config_keys=("onnx.score_threshold",)),
+        Stage("tao_engine", stage_engine, "export", config_keys=TAO_KEYS),
     ]
 
 
@@ -487,7 +487,7 @@ def build_standin_image(tag: str | None = None, force: bool = False) -> str:
     """`hackathon detect build-tao-standin`: the tests' local stand-in for the TAO image (busybox, ~2 MB)."""
     import runpy
 
-    from hackathon.paths import REPO_ROOT
+    from hackathon.core.paths import REPO_ROOT
 
     builder = REPO_ROOT / "tests" / "tao" / "standin" / "build.py"
     if not builder.exists():

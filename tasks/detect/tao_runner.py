@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hackathon.errors import HackathonError
-from hackathon.logs import get_logger, redact
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import get_logger, redact
 from tasks.detect.tao_mounts import MountPlan, PathCheck, preflight, write_mounts_file
 
 log = get_logger("hackathon.detect.tao")
@@ -264,7 +264,7 @@ def _create(client, job: TaoJob):
     """Create (not start) the container, so a failing start still leaves a handle to remove it by."""
     import docker
 
-    from hackathon.docker import classify_engine_error, gpu_device_requests
+    from hackathon.core.docker import classify_engine_error, gpu_device_requests
 
     opts = dict(
         image=job.image, command=job.command, volumes=job.plan.volumes(),
@@ -287,7 +287,7 @@ def _create(client, job: TaoJob):
 def _start(container) -> None:
     import docker
 
-    from hackathon.docker import classify_engine_error
+    from hackathon.core.docker import classify_engine_error
 
     try:
         container.start()
@@ -297,7 +297,7 @@ def _start(container) -> None:
 
 def run_job(job: TaoJob, echo: Callable[[str], None] = print, client=None) -> JobResult:
     """Pre-flight, run, stream, check. Raises HackathonError on any failure; no container survives it."""
-    from hackathon.docker import client as docker_client, ensure_image
+    from hackathon.core.docker import client as docker_client, ensure_image
 
     if job.mounts_file is not None:
         write_mounts_file(job.plan, job.mounts_file)

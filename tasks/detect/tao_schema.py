@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tasks.detect import prototext
 from tasks.detect.tao_messages import HINTS, MESSAGES, ROOTS
 

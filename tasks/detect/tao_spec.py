@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from hackathon.atomic import atomic_write_text
-from hackathon.errors import HackathonError
-from hackathon.paths import SPECS_DIR
+from hackathon.core.atomic import atomic_write_text
+from hackathon.core.errors import HackathonError
+from hackathon.core.paths import SPECS_DIR
 from tasks.detect.tao_messages import MESSAGES
 
 TEMPLATES_DIR = SPECS_DIR / "detect" / "tao"

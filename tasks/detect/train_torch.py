@@ -4,7 +4,7 @@
   (weights=None, weights_backbone=None: nothing is ever downloaded) or from a local state-dict file.
 - Checkpoints: checkpoints/last.pt after every epoch (model, optimizer, scheduler, epoch, batch size,
   RNG state) and checkpoints/best.pt (best val mAP@.5). A rerun resumes from last.pt.
-- CUDA OOM: hackathon.oom.run_with_oom_backoff halves the batch size and resumes from last.pt.
+- CUDA OOM: hackathon.core.oom.run_with_oom_backoff halves the batch size and resumes from last.pt.
 - Logs: logs/torch_train/metrics.csv (epoch, step, train_loss, lr, val_map50, seconds) + loss curve PNG.
 """
 
@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from hackathon.atomic import atomic_path, atomic_write_json
-from hackathon.errors import HackathonError
-from hackathon.progress import Bar, track
+from hackathon.core.atomic import atomic_path, atomic_write_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.progress import Bar, track
 
 CPU_MODEL = "ssdlite320_mobilenet_v3_large"
 GPU_MODEL = "ssd300_vgg16"
@@ -255,7 +255,7 @@ def train_once(ctx, batch_size: int) -> dict:
     DistributedDataParallel; rank 0 alone validates and writes checkpoints, the CSV and the records."""
     import torch
 
-    from hackathon.elastic import weights_digest_by_rank
+    from hackathon.core.elastic import weights_digest_by_rank
     from tasks.detect.stages import split_json
 
     t = ctx.cfg.torch
@@ -413,7 +413,7 @@ def _loss_curve(ctx) -> None:
 
 
 def train_stage(ctx) -> None:
-    from hackathon.oom import run_with_oom_backoff
+    from hackathon.core.oom import run_with_oom_backoff
 
     if not ctx.resuming:  # a fresh (changed-config) training must not pick up an old run's weights
         for stale in ("last.pt", "best.pt"):

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 JUDGE_STAGES = ("prepare", "model", "train")
 JUDGE_MODEL = "model/trained.nemo"
@@ -26,7 +26,7 @@ JUDGE_MODEL = "model/trained.nemo"
 
 def judge_key(manifest: Path, spec: str, overrides: list[str]) -> str:
     from data_tools.manifest import read_manifest
-    from hackathon.fingerprint import file_sha256
+    from hackathon.core.fingerprint import file_sha256
 
     h = hashlib.sha256(json.dumps([spec, sorted(overrides)]).encode())
     for entry in read_manifest(manifest):
@@ -37,7 +37,7 @@ def judge_key(manifest: Path, spec: str, overrides: list[str]) -> str:
 
 def judge_manifest(ctx) -> Path:
     """Whole training sentences (phrase clips add little for the judge and double its training time)."""
-    from hackathon.atomic import atomic_write_jsonl
+    from hackathon.core.atomic import atomic_write_jsonl
 
     from data_tools.manifest import read_manifest
 
@@ -48,7 +48,7 @@ def judge_manifest(ctx) -> Path:
 
 def ensure_asr_judge(ctx) -> Path:
     """Path of the judge's .nemo, training it (in a subprocess) when this data has none yet."""
-    from hackathon.paths import runs_root
+    from hackathon.core.paths import runs_root
 
     manifest = judge_manifest(ctx)
     spec = str(ctx.cfg.evaluate.asr_spec)
@@ -69,7 +69,7 @@ def ensure_asr_judge(ctx) -> Path:
 
 
 def train_judge(judge_dir: Path, manifest: Path, spec: str, overrides: list[str]) -> None:
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
 
     ctx = prepare_run("asr", [f"data.source={manifest}", *overrides], spec=spec, run_dir=judge_dir)
     stages = [s for s in pipeline_module("asr").build_stages(ctx.cfg) if s.name in JUDGE_STAGES]

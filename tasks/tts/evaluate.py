@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 EVAL_RATE = 16000
 NAME_PATTERN = re.compile(r"^[^，,]+[，,](?P<name>[^，,。]+)[，,]")  # "<greeting>，<name>，..." (the demo sentence)
@@ -173,7 +173,7 @@ def text_scores(reference: str, hypothesis: str) -> dict:
 
 def score_clips(run_dir: Path, judge: Path | None, alignment: str) -> list[dict]:
     from data_tools.audio import read_audio, to_mono
-    from hackathon.atomic import atomic_write_jsonl
+    from hackathon.core.atomic import atomic_write_jsonl
 
     index = [json.loads(line) for line in (run_dir / "synth" / "index.jsonl").read_text(encoding="utf-8").splitlines()
              if line.strip()]
@@ -284,7 +284,7 @@ def save_mel_image(target: np.ndarray, predicted: np.ndarray, title: str, path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hackathon.atomic import atomic_path
+    from hackathon.core.atomic import atomic_path
 
     fig, axes = plt.subplots(2, 1, figsize=(8, 4.5), sharex=False)
     for ax, mel, label in ((axes[0], target, "target (recording)"), (axes[1], predicted, "predicted (FastPitch)")):
@@ -300,7 +300,7 @@ def save_mel_image(target: np.ndarray, predicted: np.ndarray, title: str, path: 
 
 
 def score_stage(ctx) -> None:
-    from hackathon.report import add_report_assets
+    from hackathon.core.report import add_report_assets
 
     rows = [json.loads(line) for line in ctx.path("eval", "scores.jsonl").read_text(encoding="utf-8").splitlines()
             if line.strip()]

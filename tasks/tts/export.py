@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.atomic import atomic_path, atomic_write_text
-from hackathon.errors import HackathonError
-from hackathon.export_check import agreement, record_check, sig, write_check
+from hackathon.core.atomic import atomic_path, atomic_write_text
+from hackathon.core.errors import HackathonError
+from hackathon.core.export_check import agreement, record_check, sig, write_check
 from tasks.tts.onnx_infer import DICT_NAME, EXPORT_DIR, FASTPITCH_ONNX, HIFIGAN_ONNX, SETTINGS
 
 MEL_TOLERANCE = 1e-2  # log-mel units; spectra differ audibly from ~0.1 on

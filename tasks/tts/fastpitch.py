@@ -1,4 +1,4 @@
-"""FastPitch from scratch (learned alignment), resumable through hackathon/training.py.
+"""FastPitch from scratch (learned alignment), resumable through hackathon/core/training.py.
 
 Output: checkpoints/fastpitch/last.ckpt (resume point) and models/fastpitch.nemo (what synthesis loads).
 """
@@ -64,8 +64,8 @@ def fastpitch_stage(ctx) -> None:
     """Train, then save models/fastpitch.nemo (last weights: the aligner improves to the very end)."""
     from omegaconf import OmegaConf
 
-    from hackathon.atomic import atomic_path, atomic_write_text
-    from hackathon.training import fit_resumable
+    from hackathon.core.atomic import atomic_path, atomic_write_text
+    from hackathon.core.training import fit_resumable
 
     model_cfg = fastpitch_config(ctx)
     atomic_write_text(ctx.path("models", "fastpitch_config.yaml"), OmegaConf.to_yaml(model_cfg))
@@ -92,7 +92,7 @@ def load_fastpitch(run_dir: str | Path):
     """The trained FastPitch of a run directory, in eval mode on CPU (or GPU when present)."""
     from nemo.collections.tts.models import FastPitchModel
 
-    from hackathon.nemo_models import restore_nemo
+    from hackathon.core.nemo_models import restore_nemo
 
     return restore_nemo(FastPitchModel, Path(run_dir) / "models" / NEMO_NAME,
                         "{path} not found: this run has no trained FastPitch.",

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_json, atomic_write_text
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_write_json, atomic_write_text
+from hackathon.core.errors import HackathonError
 
 DICT_HEADER = ";;; pinyin syllable<TAB>initial final (uppercase), generated from pypinyin by tasks/tts/g2p.py\n"
 
@@ -183,7 +183,7 @@ def g2p_stage(ctx) -> None:
     string added for inspection) and g2p/report.json listing each excluded clip and character.
     """
     from data_tools.manifest import read_manifest
-    from hackathon.atomic import atomic_write_jsonl
+    from hackathon.core.atomic import atomic_write_jsonl
     from tasks.tts.normalize import normalize_text
 
     dict_path = write_pinyin_dict(ctx.path("g2p", "pinyin_dict.txt"))

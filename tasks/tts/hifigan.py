@@ -1,6 +1,6 @@
 """hifigan: HiFiGAN from scratch on the recordings, then fine-tuned on FastPitch's teacher-forced mels.
 
-Two resumable fits (hackathon/training.py): checkpoints/hifigan_pretrain/ and checkpoints/hifigan_finetune/;
+Two resumable fits (hackathon/core/training.py): checkpoints/hifigan_pretrain/ and checkpoints/hifigan_finetune/;
 the fine-tune starts from the pre-trained weights. Output: models/hifigan.nemo. Skipped when
 hifigan.enabled is false (the CPU demo: its ~70 M-parameter discriminators cost ~7 s per step here).
 """
@@ -74,8 +74,8 @@ def build_hifigan(model_cfg, trainer, batch_size: int, init_from: Path | None = 
 
 
 def hifigan_stage(ctx) -> None:
-    from hackathon.atomic import atomic_path
-    from hackathon.training import fit_resumable
+    from hackathon.core.atomic import atomic_path
+    from hackathon.core.training import fit_resumable
 
     section = ctx.cfg.hifigan
     if not section.enabled:
@@ -102,7 +102,7 @@ def hifigan_stage(ctx) -> None:
 def load_hifigan(run_dir: str | Path):
     from nemo.collections.tts.models import HifiGanModel
 
-    from hackathon.nemo_models import restore_nemo
+    from hackathon.core.nemo_models import restore_nemo
 
     return restore_nemo(HifiGanModel, Path(run_dir) / "models" / NEMO_NAME,
                         "{path} not found: this run trained no HiFiGAN.",

@@ -32,8 +32,8 @@ def teacher_forced_mel(model, dataset, index: int) -> np.ndarray:
 def mels_stage(ctx) -> None:
     from hydra.utils import instantiate
 
-    from hackathon.atomic import atomic_path, atomic_write_jsonl
-    from hackathon.progress import track
+    from hackathon.core.atomic import atomic_path, atomic_write_jsonl
+    from hackathon.core.progress import track
     from tasks.tts.fastpitch import load_fastpitch
 
     if not ctx.cfg.hifigan.enabled:

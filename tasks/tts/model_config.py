@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.errors import HackathonError
-from hackathon.paths import SPECS_DIR
+from hackathon.core.errors import HackathonError
+from hackathon.core.paths import SPECS_DIR
 
 
 def model_config_path(section) -> Path:

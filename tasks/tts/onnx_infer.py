@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 EXPORT_DIR = "export"
 FASTPITCH_ONNX = "fastpitch.onnx"
@@ -104,7 +104,7 @@ def load(run_dir: str | Path, vocoder: str | None = None, prefer_gpu: bool = Tru
     the one its evaluate stage scored. hifigan needs export/hifigan.onnx."""
     from omegaconf import OmegaConf
 
-    from hackathon.onnx_session import create_session
+    from hackathon.core.onnx_session import create_session
     from tasks.tts.vocoder import VOCODERS
 
     run_dir = Path(run_dir)

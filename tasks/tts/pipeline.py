@@ -7,7 +7,7 @@ one module per stage; heavy imports (NeMo, torch, onnxruntime) happen inside the
 
 from __future__ import annotations
 
-from hackathon.runner import Stage
+from hackathon.core.runner import Stage
 
 
 def _prepare(ctx):
@@ -89,14 +89,14 @@ def _model_config_inputs(section: str):
 
 def build_stages(cfg) -> list[Stage]:
     return [
-        Stage("prepare", _prepare, config_keys=("data",), inputs=_source_inputs),
-        Stage("g2p", _g2p, config_keys=("g2p",)),
-        Stage("sup_data", _sup_data, config_keys=("sup_data", "data.min_duration", "data.max_duration")),
-        Stage("fastpitch", _fastpitch, config_keys=("fastpitch",), inputs=_model_config_inputs("fastpitch")),
-        Stage("mels", _mels, config_keys=("hifigan.enabled",)),
-        Stage("hifigan", _hifigan, config_keys=("hifigan",), inputs=_model_config_inputs("hifigan")),
-        Stage("export", _export, config_keys=("export", "synthesize.pace")),
-        Stage("synthesize", _synthesize, config_keys=("vocoder", "griffin_lim", "synthesize")),
-        Stage("evaluate", _evaluate, config_keys=("evaluate",)),
-        Stage("score", _score),
+        Stage("prepare", _prepare, "data", config_keys=("data",), inputs=_source_inputs),
+        Stage("g2p", _g2p, "data", config_keys=("g2p",)),
+        Stage("sup_data", _sup_data, "data", config_keys=("sup_data", "data.min_duration", "data.max_duration")),
+        Stage("fastpitch", _fastpitch, "train", trainer="fastpitch.trainer", config_keys=("fastpitch",), inputs=_model_config_inputs("fastpitch")),
+        Stage("mels", _mels, "data", config_keys=("hifigan.enabled",)),
+        Stage("hifigan", _hifigan, "train", trainer="hifigan.trainer", config_keys=("hifigan",), inputs=_model_config_inputs("hifigan")),
+        Stage("export", _export, "export", config_keys=("export", "synthesize.pace")),
+        Stage("synthesize", _synthesize, "evaluate", config_keys=("vocoder", "griffin_lim", "synthesize")),
+        Stage("evaluate", _evaluate, "evaluate", config_keys=("evaluate",)),
+        Stage("score", _score, "report"),
     ]

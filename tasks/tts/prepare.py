@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 SPLITS = ("train", "val", "test")
 
@@ -61,7 +61,7 @@ def prepared_splits(ctx) -> dict[str, Path]:
 
 def prepare_stage(ctx) -> None:
     from data_tools.manifest import read_manifest, write_manifest
-    from hackathon.fingerprint import combine, path_fingerprint
+    from hackathon.core.fingerprint import combine, path_fingerprint
     from tasks.tts.model_config import check_sample_rates
 
     check_sample_rates(ctx.cfg)  # data / FastPitch / HiFiGAN rates and mels agree, before any work

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.atomic import atomic_path, atomic_write_json
-from hackathon.errors import HackathonError
-from hackathon.fingerprint import file_sha256
-from hackathon.progress import track
+from hackathon.core.atomic import atomic_path, atomic_write_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.fingerprint import file_sha256
+from hackathon.core.progress import track
 
 SPLITS = ("train", "val")
 
 
 def default_cache_dir() -> Path:
-    from hackathon.paths import runs_root
+    from hackathon.core.paths import runs_root
 
     return runs_root() / "tts" / ".pitch_cache"
 
@@ -175,7 +175,7 @@ def sup_data_stage(ctx) -> None:
     """Write sup_data/<split>.json, sup_data/<split>/pitch/<nemo id>.pt and sup_data/pitch_stats.json."""
     import torch
 
-    from hackathon.atomic import atomic_write_jsonl
+    from hackathon.core.atomic import atomic_write_jsonl
 
     settings = pitch_settings(ctx.cfg)
     cache_dir = Path(ctx.cfg.sup_data.cache_dir or default_cache_dir())

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.errors import HackathonError
-from hackathon.progress import track
+from hackathon.core.errors import HackathonError
+from hackathon.core.progress import track
 
 
 class Synthesizer:
@@ -88,7 +88,7 @@ class Synthesizer:
 def synthesize_stage(ctx) -> None:
     from data_tools.audio import read_audio, to_mono, write_wav
     from data_tools.manifest import read_manifest
-    from hackathon.atomic import atomic_write_jsonl
+    from hackathon.core.atomic import atomic_write_jsonl
 
     split = ctx.cfg.synthesize.split
     rows = [e.to_dict() for e in read_manifest(ctx.path("g2p", f"{split}.json"))]
@@ -135,7 +135,7 @@ def evenly_spaced(rows: list, limit: int) -> list:
 
 def newest_finished_run() -> Path:
     """The newest TTS run dir holding a trained FastPitch."""
-    from hackathon.paths import runs_root
+    from hackathon.core.paths import runs_root
 
     root = runs_root() / "tts"
     runs = sorted((d for d in root.glob("*") if (d / "models" / "fastpitch.nemo").is_file()),
@@ -211,7 +211,7 @@ def dry_run(text: str, model: Path | None = None) -> list[str]:
             g2p_cfg = _run_config(Path(model)).g2p
             dict_path = Path(model) / "g2p" / "pinyin_dict.txt"
         else:
-            from hackathon.config import load_config
+            from hackathon.core.config import load_config
 
             g2p_cfg, dict_path = load_config("tts").g2p, write_pinyin_dict(Path(tmp) / "pinyin_dict.txt")
         tokenizer = make_tokenizer(dict_path, OmegaConf.create(OmegaConf.to_container(g2p_cfg)))
@@ -233,7 +233,7 @@ def _write_index_csv(path: Path, rows: list[dict]) -> None:
     import csv
     import io
 
-    from hackathon.atomic import atomic_write_text
+    from hackathon.core.atomic import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["line", "name", "text", "wav", "status", "error"])
@@ -250,7 +250,7 @@ def synthesize_cli(text: str | None, out: Path | None, model: Path | None = None
     synthesis_report.json listing the lines that could not be spoken (the others are still written).
     --template: each line (or TEXT) is a name put into the template with {greeting} (--greeting, or by the
     time of day). --dry-run: print the normalised text and phonemes only. Returns messages."""
-    from hackathon.atomic import atomic_write_json
+    from hackathon.core.atomic import atomic_write_json
 
     if (text is None) == (text_file is None):
         raise HackathonError("Give either a sentence or --file (not both, not neither).",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 VOCODERS = ("griffin_lim", "hifigan")
 

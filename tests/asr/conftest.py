@@ -62,7 +62,7 @@ def tiny_spec_path(asr_env) -> Path:
 @pytest.fixture(scope="package")
 def tiny_run(asr_env, tiny_spec_path) -> Path:
     """A finished tiny `hackathon run asr` (all stages), shared by the tests that need a trained model."""
-    from hackathon.runner import run_task
+    from hackathon.core.runner import run_task
 
     ctx = run_task("asr", spec=str(tiny_spec_path), run_dir=asr_env / "runs" / "asr" / "tiny", echo=lambda s: None)
     return ctx.run_dir

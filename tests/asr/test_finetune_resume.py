@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.atomic import read_json
+from hackathon.core.atomic import read_json
 from tests.asr.conftest import tiny_spec
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def espeak_corpus(folder: Path) -> Path:
 def test_finetune_local_nemo_with_new_character_set(tiny_run, tmp_path):
     import torch
 
-    from hackathon.runner import run_task
+    from hackathon.core.runner import run_task
     from tasks.asr.model import restore_model
 
     source = espeak_corpus(tmp_path / "recordings")

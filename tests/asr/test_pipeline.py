@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.atomic import read_json
+from hackathon.core.atomic import read_json
 
 pytestmark = pytest.mark.slow  # the shared fixture trains a tiny model
 
@@ -99,7 +99,7 @@ def test_onnx_export_parity_and_predictor_match_nemo(tiny_run):
 
 
 def test_predictor_without_export_says_how_to_make_it(tmp_path):
-    from hackathon.errors import HackathonError
+    from hackathon.core.errors import HackathonError
     from tasks.asr.onnx_infer import load
 
     with pytest.raises(HackathonError) as err:
@@ -140,7 +140,7 @@ def test_transcribe_cli_any_format_and_bad_files(tiny_run, tmp_path):
 
 def test_oov_characters_are_reported_not_dropped(tiny_run, tmp_path, caplog):
     """A vocabulary that lacks some characters: every missing one is counted per split and logged."""
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
 
     run_dir = tmp_path / "oov"
     ctx = prepare_run("asr", ["model.vocabulary=你好大白请让我进入", "trainer.max_epochs=1"],
@@ -160,7 +160,7 @@ def test_pretrained_name_offline_fails_clearly(monkeypatch, tmp_path):
     """Tested up to the network call: the NGC URL is requested, the failure names the fix, no partial cache."""
     import urllib.error
 
-    from hackathon.errors import HackathonError
+    from hackathon.core.errors import HackathonError
     from tasks.asr import model as asr_model
 
     requested = []

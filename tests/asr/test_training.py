@@ -1,4 +1,4 @@
-"""hackathon/training.py on a toy Lightning model: resume, fresh start, duplicates, torn files, OOM back-off."""
+"""hackathon/core/training.py on a toy Lightning model: resume, fresh start, duplicates, torn files, OOM back-off."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
-from hackathon.runner import RunContext  # noqa: E402
+from hackathon.core.runner import RunContext  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains (toy) Lightning models
-from hackathon.training import LAST_NAME, find_resume_checkpoint, fit_resumable  # noqa: E402
+from hackathon.core.training import LAST_NAME, find_resume_checkpoint, fit_resumable  # noqa: E402
 
 
 class Toy(pl.LightningModule):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.atomic import read_json
+from hackathon.core.atomic import read_json
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 def test_corrupted_packaged_part_is_refused_and_nothing_is_cached(tmp_path):
@@ -55,7 +55,7 @@ def test_missing_local_folder_and_unknown_packaged_name(tmp_path):
 
 
 def test_backend_override_loads_the_backends_demo_spec():
-    from hackathon.config import load_config
+    from hackathon.core.config import load_config
     from tasks.asr.pipeline import build_stages
 
     cfg = load_config("asr", None, ["backend=whisper_lora", "lora.r=8"])

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from data_tools.manifest import ManifestEntry, read_manifest, total_hours, write_manifest
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 def test_round_trip_keeps_speaker_and_extra_keys(tmp_path):

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from data_tools.manifest import read_manifest
 from data_tools.prepare_audio import prepare_audio
 from hackathon.cli import app
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 from .conftest import BAD_KINDS, GOOD_PHRASES
 

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from data_tools.manifest import read_manifest
 from data_tools.speech_synth import ASR_PHRASES, TTS_GREETINGS, TTS_NAMES, ensure_demo_speech, synth_speech
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 def _manifests(out_dir):

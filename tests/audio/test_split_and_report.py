@@ -9,7 +9,7 @@ import pytest
 from data_tools.audio_report import mel_filterbank, write_audio_report
 from data_tools.audio_split import split_manifest
 from data_tools.manifest import ManifestEntry, read_manifest, write_manifest
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 def _entries(n_speakers=6, per_speaker=10):

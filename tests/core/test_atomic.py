@@ -8,11 +8,11 @@ import subprocess
 import sys
 import time
 
-from hackathon.atomic import atomic_write_bytes, atomic_write_json, read_json
+from hackathon.core.atomic import atomic_write_bytes, atomic_write_json, read_json
 
 WRITER = r"""
 import sys
-from hackathon.atomic import atomic_path
+from hackathon.core.atomic import atomic_path
 target = sys.argv[1]
 with atomic_path(target) as tmp:
     with open(tmp, "wb") as fh:
@@ -45,7 +45,7 @@ def test_json_roundtrip_and_no_temp_left(tmp_path):
 
 
 def test_failed_write_leaves_target_untouched(tmp_path):
-    from hackathon.atomic import atomic_path
+    from hackathon.core.atomic import atomic_path
 
     target = tmp_path / "keep.txt"
     target.write_text("precious")

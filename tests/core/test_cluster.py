@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hackathon.cli import app
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,8 +80,8 @@ def test_k8s_render_writes_a_valid_elastic_pytorchjob_and_rwx_claim(tmp_path, mo
     text = (out / "pytorchjob.yaml").read_text() + (out / "pvc.yaml").read_text()
     assert "SECRET" not in text and "nvapi" not in text
     # the job's own command line resolves against the spec here (a typo would fail now, not on the cluster)
-    from hackathon import elastic
-    from hackathon.config import load_config
+    from hackathon.core import elastic
+    from hackathon.core.config import load_config
 
     cfg = load_config("asr", "workstation", [a for a in argv[5:-2]])
     assert elastic.launcher(cfg) == "torchrun" and elastic.settings(cfg).max_nodes == 4

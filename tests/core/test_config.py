@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.config import load_config
-from hackathon.errors import HackathonError
-from hackathon.paths import SPECS_DIR
+from hackathon.core.config import load_config
+from hackathon.core.errors import HackathonError
+from hackathon.core.paths import SPECS_DIR
 
 SPEC = """\
 # a tiny spec

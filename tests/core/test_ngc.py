@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.errors import HackathonError
-from hackathon.ngc import credential_state, read_api_key
+from hackathon.core.errors import HackathonError
+from hackathon.core.ngc import credential_state, read_api_key
 
 KEY = "nvapi-TESTSECRET-0123456789abcdef"
 
@@ -69,6 +69,6 @@ def test_status_names_the_config_file(tmp_path, monkeypatch):
     assert state.has_credential and state.config_file == cfg / "config.json"
     assert not credential_state(tmp_path / "none").has_credential
     monkeypatch.setenv("DOCKER_CONFIG", str(cfg))
-    from hackathon.ngc import status
+    from hackathon.core.ngc import status
 
     assert str(cfg / "config.json") in status() and "logged in" in status()

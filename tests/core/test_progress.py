@@ -1,4 +1,4 @@
-"""hackathon.progress: a stage's output (print, logging, warnings, C-level writes, child processes) lands in
+"""hackathon.core.progress: a stage's output (print, logging, warnings, C-level writes, child processes) lands in
 its log and not on the console; bars reach the console (plain lines when it is not a terminal); -v tees."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from tests.conftest import REPO
 SCRIPT = textwrap.dedent('''
     import logging, os, subprocess, sys, warnings
     from pathlib import Path
-    from hackathon import progress
+    from hackathon.core import progress
     progress.set_verbose(sys.argv[2] == "verbose")
     log = Path(sys.argv[1])
     progress.terminal().print("before the stage")
@@ -60,7 +60,7 @@ def test_verbose_streams_the_log_to_the_console_too(tmp_path):
 
 
 def test_log_tail(tmp_path):
-    from hackathon.progress import log_tail
+    from hackathon.core.progress import log_tail
 
     p = tmp_path / "x.log"
     p.write_text("".join(f"line {i}\n\n" for i in range(40)))

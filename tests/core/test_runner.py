@@ -7,8 +7,8 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from hackathon.errors import HackathonError
-from hackathon.runner import RunContext, Stage, execute_stages
+from hackathon.core.errors import HackathonError
+from hackathon.core.runner import RunContext, Stage, execute_stages
 
 
 def make_ctx(tmp_path, **cfg):
@@ -38,8 +38,8 @@ def pipeline(calls, fail_in=None):
         calls.append("evaluate")
         ctx.write_metrics({"score": int(ctx.path("progress.txt").read_text())})
 
-    return [Stage("prepare", prepare, ("data",)), Stage("train", train, ("train",)),
-            Stage("evaluate", evaluate)]
+    return [Stage("prepare", prepare, "data", ("data",)), Stage("train", train, "model", ("train",)),
+            Stage("evaluate", evaluate, "evaluate")]
 
 
 def test_second_run_skips_finished_stages(tmp_path):
@@ -102,7 +102,7 @@ def test_input_file_change_reruns_stage(tmp_path):
     src.write_bytes(b"one")
 
     def stages():
-        return [Stage("read", lambda ctx: calls.append("read"), inputs=lambda ctx: [src])]
+        return [Stage("read", lambda ctx: calls.append("read"), "data", inputs=lambda ctx: [src])]
 
     ctx = make_ctx(tmp_path / "run")
     execute_stages(ctx, stages(), echo=lambda s: None)

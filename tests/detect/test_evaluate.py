@@ -11,7 +11,7 @@ from data_tools.detection.dataset import load_dataset
 from data_tools.detection.ingest import ingest
 from data_tools.detection.kitti import export_kitti
 from data_tools.detection.synth_masks import synth_masks
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tasks.detect.evaluate import kitti_predictions_to_coco, score_coco, voc_ap
 
 

@@ -9,7 +9,7 @@ from conftest import boxes_of, make_image, write_voc
 
 from data_tools.detection.dataset import load_dataset
 from data_tools.detection.ingest import ingest
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 def _ingest(tmp_path, src):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from data_tools.detection import labelimg, roboflow_download
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 def _fake_python(tmp_path: Path, version: str) -> Path:

@@ -8,7 +8,7 @@ import re
 from typer.testing import CliRunner
 
 from hackathon.cli import app
-from hackathon.paths import SPECS_DIR
+from hackathon.core.paths import SPECS_DIR
 
 
 def test_every_spec_field_is_commented():
@@ -21,7 +21,7 @@ def test_every_spec_field_is_commented():
 
 
 def test_demo_spec_has_the_keys_the_tao_backend_overrides():
-    from hackathon.config import load_config
+    from hackathon.core.config import load_config
 
     for spec in ("demo", "workstation"):
         cfg = load_config("detect", spec, ["backend=tao", "network=yolo_v3", "image=local:test", "gpus=none"])

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 TINY = ["demo.num_images=24", "torch.epochs=1", "torch.batch_size=8", "torch.max_train_minutes=0", "torch.input_size=128",
         "torch.warmup_steps=2", "export.width=96", "export.height=96", "eval.samples=2"]
@@ -28,7 +28,7 @@ def isolated(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_run_detect_torch_tiny_end_to_end_and_resume(isolated):
-    from hackathon.runner import run_task
+    from hackathon.core.runner import run_task
 
     logs = []
     ctx = run_task("detect", TINY, echo=logs.append)
@@ -89,7 +89,7 @@ def test_run_detect_torch_tiny_end_to_end_and_resume(isolated):
 
 
 def test_unknown_backend_and_missing_source_are_clear(isolated):
-    from hackathon.runner import run_task
+    from hackathon.core.runner import run_task
 
     with pytest.raises(HackathonError, match="backend"):
         run_task("detect", ["backend=onnx"], echo=lambda *_: None)
@@ -147,7 +147,7 @@ def test_detector_predictor_without_export_says_how_to_make_it(tmp_path):
 
 
 def test_tao_export_is_refused_by_onnxruntime_with_the_reason(tmp_path):
-    from hackathon.atomic import atomic_write_json
+    from hackathon.core.atomic import atomic_write_json
     from tasks.detect.export_model import TAO_NOTE
     from tasks.detect.onnx_infer import load
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tests.explore.conftest import REPLACEMENT, SUBSTITUTED
 
 # Screenshots for a person to look at after the run (outside the repo, beside the other test output).

@@ -122,7 +122,7 @@ def test_engine_present_becomes_a_tensorrt_plan(fake_runs, tmp_path):
 
 
 def test_never_writes_over_a_repository_and_names_missing_exports(fake_runs, tmp_path):
-    from hackathon.errors import HackathonError
+    from hackathon.core.errors import HackathonError
 
     out = tmp_path / "repo"
     write(fake_runs, out)

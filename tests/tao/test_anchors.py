@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tasks.detect import tao_anchors
 
 

@@ -1,11 +1,11 @@
-"""hackathon/docker.py: engine errors become the doctor's fixes; GPU requests; no engine needed."""
+"""hackathon/core/docker.py: engine errors become the doctor's fixes; GPU requests; no engine needed."""
 
 from __future__ import annotations
 
 import pytest
 
-from hackathon import docker as hd
-from hackathon.errors import HackathonError
+from hackathon.core import docker as hd
+from hackathon.core.errors import HackathonError
 
 
 def test_daemon_down_gives_the_start_fix(monkeypatch, tmp_path):

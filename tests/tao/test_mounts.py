@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tasks.detect import tao_spec
 from tasks.detect.tao_mounts import (INPUT, OUTPUT, RESULTS, Mount, MountPlan, PathCheck, forbidden_reason,
                                      invoking_user, plan_for_run, preflight, read_mounts_file, spec_checks,

@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from hackathon.errors import HackathonError
-from hackathon.runner import run_task
+from hackathon.core.errors import HackathonError
+from hackathon.core.runner import run_task
 from tasks.detect.tao_schema import check_text
 
 pytestmark = pytest.mark.docker

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tasks.detect.tao_mounts import INPUT, RESULTS, Mount, PathCheck, plan_for_run
 from tasks.detect.tao_runner import TaoJob, find_containers, run_job
 
@@ -158,7 +158,7 @@ def test_missing_image_pull_fails_with_a_clear_error(tmp_path, docker_client, te
 def test_gpus_without_nvidia_runtime_gives_the_doctors_fix(tmp_path, standin_image, test_label, docker_client):
     if "nvidia" in (docker_client.info().get("Runtimes") or {}):
         pytest.skip("this engine has the nvidia runtime: GPU requests succeed here")
-    from hackathon.docker import FIX_NVIDIA
+    from hackathon.core.docker import FIX_NVIDIA
 
     job = train_job(tmp_path, standin_image, test_label)
     job.gpus = "all"

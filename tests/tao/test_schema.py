@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tasks.detect import tao_pipeline, tao_spec
 from tasks.detect.tao_messages import MESSAGES, ROOTS
 from tasks.detect.tao_schema import FieldType, check_text, reachable, validate_file, validate_text
@@ -23,8 +23,8 @@ ANCHORS = {"big_anchor_shape": "[(90.00, 80.00), (120.00, 110.00), (200.00, 190.
 
 
 def _ctx(tmp_path: Path, spec: str, network: str):
-    from hackathon.config import load_config
-    from hackathon.runner import RunContext
+    from hackathon.core.config import load_config
+    from hackathon.core.runner import RunContext
 
     cfg = load_config("detect", spec, ["backend=tao", f"network={network}"])
     return RunContext(task="detect", run_dir=tmp_path / "run", cfg=cfg)
@@ -212,16 +212,16 @@ def test_cli_write_refuses_an_unknown_field_override_and_writes_nothing(tmp_path
                                       "+tao.experiment.training_config.learning_rate.soft_start_annealing_schedule.warmup=0.1",
                                       "+tao.experiment.yolov3_config.arch=5"])
 def test_bad_override_stops_the_run_before_docker_is_touched(tmp_path, monkeypatch, override):
-    import hackathon.docker
+    import hackathon.core.docker
     import tasks.detect.tao_runner
-    from hackathon.runner import run_task
+    from hackathon.core.runner import run_task
 
     def tripwire(*a, **k):
         raise AssertionError("docker was touched although the spec check should have refused the run")
 
     monkeypatch.setattr(tasks.detect.tao_runner, "run_job", tripwire)
     monkeypatch.setattr(tao_pipeline, "run_job", tripwire)
-    monkeypatch.setattr(hackathon.docker, "client", tripwire)
+    monkeypatch.setattr(hackathon.core.docker, "client", tripwire)
     run = tmp_path / "run"
     with pytest.raises(HackathonError) as exc:
         run_task("detect", ["backend=tao", "network=yolo_v3", "image=none:none", "gpus=none", override],

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tasks.detect import tao_spec
 from tasks.detect.prototext import as_dict as parse, one
 

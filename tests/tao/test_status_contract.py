@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 from tasks.detect import tao_pipeline
 from tasks.detect.tao_runner import (STATUS_CONTRACTS, TaoJob, finished, read_statuses, status_contract,
                                      status_offset, verdict)

@@ -3,7 +3,7 @@ the ASR pipeline's own prepare and model stages (the demo corpus, the demo Quart
 that fits that model with Lightning DDP on `trainer.devices` CPU processes (gloo).
 
 Lightning starts the second process by re-running this same command with LOCAL_RANK=1; the runner sends
-it to hackathon.ddp.run_worker, which joins rank 0's train stage. Each rank writes ddp/rank<N>.json
+it to hackathon.core.ddp.run_worker, which joins rank 0's train stage. Each rank writes ddp/rank<N>.json
 (world size, steps, pid) so the test can see both processes trained together.
 
 This stage builds its own Trainer (no checkpoints, a few batches) to compare the ranks' weights;
@@ -18,7 +18,7 @@ import os
 import sys
 import types
 
-from hackathon.runner import Stage
+from hackathon.core.runner import Stage
 
 
 def ddp_train_stage(ctx) -> None:
@@ -58,11 +58,11 @@ def build_stages(cfg):
 
     asr = {s.name: s for s in asr_pipeline.build_stages(cfg)}
     return [asr["prepare"], asr["model"],
-            Stage("train", ddp_train_stage, config_keys=("seed", "data", "trainer", "ddp_test"))]
+            Stage("train", ddp_train_stage, "train", trainer="trainer", config_keys=("seed", "data", "trainer", "ddp_test"))]
 
 
 def main(argv: list[str]) -> int:
-    import hackathon.runner as runner
+    import hackathon.core.runner as runner
 
     spec, run_dir = argv[:2]
     runner.pipeline_module = lambda task: types.SimpleNamespace(build_stages=build_stages)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-WORKER_MODULE = "hackathon.elastic_worker"
+WORKER_MODULE = "hackathon.core.elastic_worker"
 
 
 def free_port() -> int:
@@ -129,7 +129,7 @@ def epochs_checkpointed(ckpt: Path) -> int:
     """Epochs done according to a checkpoint (Lightning last.ckpt or detect's last.pt); 0 if none yet."""
     import torch
 
-    from hackathon.training import is_loadable_checkpoint
+    from hackathon.core.training import is_loadable_checkpoint
 
     if not is_loadable_checkpoint(ckpt):
         return 0

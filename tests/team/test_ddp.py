@@ -14,29 +14,34 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import hackathon.runner as runner
-from hackathon import ddp
-from hackathon.runner import Stage
+import hackathon.core.runner as runner
+from hackathon.core import ddp
+from hackathon.core.runner import Stage
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_stages_with_a_trainer_block_are_the_ones_workers_join():
-    cfg = OmegaConf.create({"data": {"n": 1}, "trainer": {"devices": 2}, "fastpitch": {"trainer": {"devices": 2}},
-                            "evaluate": {"k": 1}})
-    def uses(*keys):
-        return ddp.uses_trainer(Stage("s", lambda ctx: None, config_keys=keys), cfg)
-
-    assert uses("seed", "trainer") and uses("fastpitch") and uses("trainer.devices") and uses("fastpitch.trainer")
-    assert not uses("data") and not uses("evaluate") and not uses()
+def test_a_stage_says_what_it_is_and_train_stages_name_their_settings():
+    fit = Stage("fit", lambda ctx: None, "train", trainer="fastpitch.trainer", config_keys=("data", "trainer"))
+    tao = Stage("tao_train", lambda ctx: None, "train", devices="gpus")
+    prep = Stage("prepare", lambda ctx: None, "data", config_keys=("trainer",))  # a key named trainer decides nothing
+    assert fit.on_engine and not tao.on_engine and not prep.on_engine
+    with pytest.raises(ValueError, match="kind"):
+        Stage("x", lambda ctx: None, "fit")
+    with pytest.raises(ValueError, match="names its trainer section"):
+        Stage("x", lambda ctx: None, "train")
+    with pytest.raises(ValueError, match="names its trainer section"):
+        Stage("x", lambda ctx: None, "data", trainer="trainer")
 
 
 def test_worker_follows_rank0_through_its_training_stages_without_bookkeeping(team_env, tmp_path, monkeypatch):
     calls = []
-    stages = [Stage("prepare", lambda ctx: calls.append("prepare"), ("data",)),
-              Stage("fit_a", lambda ctx: calls.append(("fit_a", ctx.resuming, ctx.write_metrics({"x": 1}))), ("a",)),
-              Stage("evaluate", lambda ctx: calls.append("evaluate"), ("evaluate",)),
-              Stage("fit_b", lambda ctx: (calls.append("fit_b"), ctx.record(seen=True)), ("trainer",))]
+    stages = [Stage("prepare", lambda ctx: calls.append("prepare"), "data", ("data",)),
+              Stage("fit_a", lambda ctx: calls.append(("fit_a", ctx.resuming, ctx.write_metrics({"x": 1}))), "train",
+                    ("a",), trainer="a.trainer"),
+              Stage("evaluate", lambda ctx: calls.append("evaluate"), "evaluate", ("evaluate",)),
+              Stage("fit_b", lambda ctx: (calls.append("fit_b"), ctx.record(seen=True)), "train", ("trainer",),
+                    trainer="trainer")]
     monkeypatch.setattr(runner, "pipeline_module", lambda task: types.SimpleNamespace(build_stages=lambda cfg: stages))
     spec = tmp_path / "spec.yaml"
     spec.write_text("data: {n: 1}\na: {trainer: {devices: 2}}\nevaluate: {k: 1}\ntrainer: {devices: 2}\n")
@@ -79,7 +84,7 @@ def test_worker_follows_rank0_through_its_training_stages_without_bookkeeping(te
 @pytest.mark.slow
 def test_asr_demo_model_trains_with_ddp_on_two_cpu_processes(team_env, tmp_path):
     """Real runner, real ASR prepare/model stages, Lightning DDP (gloo) on 2 CPU processes: Lightning
-    re-runs the command for rank 1, which joins rank 0's train stage via hackathon.ddp."""
+    re-runs the command for rank 1, which joins rank 0's train stage via hackathon.core.ddp."""
     run_dir = tmp_path / "runs" / "asr" / "ddp"
     spec = REPO / "specs" / "asr" / "demo.yaml"
     t0 = time.time()
@@ -107,7 +112,7 @@ def test_asr_demo_model_trains_with_ddp_on_two_cpu_processes(team_env, tmp_path)
 @pytest.mark.slow
 def test_hackathon_run_asr_with_two_cpu_devices_trains_with_ddp_and_finishes(team_env, tmp_path):
     """The user's command line, not a test pipeline: `trainer.accelerator=cpu trainer.devices=2` goes
-    through hackathon.training's own Trainer (DDP over gloo), and the stages after training (evaluate,
+    through hackathon.core.training's own Trainer (DDP over gloo), and the stages after training (evaluate,
     export) still finish in rank 0 alone once the worker has left."""
     run_dir = tmp_path / "runs" / "asr" / "cli-ddp"
     exe = Path(sys.executable).parent / "hackathon"

@@ -33,7 +33,7 @@ def asr_base(tmp_path_factory):
     """prepare + model stages of the test config, done once; each test copies the run dir."""
     import os
 
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
 
     base = tmp_path_factory.mktemp("elastic_asr")
     saved = os.environ.get("HACKATHON_DEMO_DATA")
@@ -199,7 +199,7 @@ def single_worker_kill(task: str, run_dir: Path, overrides: list[str], ckpt: Pat
 @pytest.mark.slow
 @pytest.mark.elastic
 def test_fastpitch_stage_survives_a_worker_kill(tmp_path, team_env):
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
     from tests.tts.test_pipeline import OVERRIDES
 
     corpus = h.tiny_tts_corpus(tmp_path / "corpus")
@@ -225,7 +225,7 @@ def test_fastpitch_stage_survives_a_worker_kill(tmp_path, team_env):
 @pytest.mark.slow
 @pytest.mark.elastic
 def test_detect_torch_training_survives_a_worker_kill(tmp_path, team_env, monkeypatch):
-    from hackathon.runner import execute_stages, pipeline_module, prepare_run
+    from hackathon.core.runner import execute_stages, pipeline_module, prepare_run
     from tests.detect.test_torch_pipeline import TINY
 
     overrides = [o for o in TINY if not o.startswith(("demo.num_images", "torch.epochs"))] + \

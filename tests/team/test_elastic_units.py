@@ -9,11 +9,11 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from hackathon import elastic
-from hackathon.config import load_config
-from hackathon.elastic_worker import checkpointed_since, fit_to_world
-from hackathon.errors import HackathonError
-from hackathon.run_context import RunContext, Stage
+from hackathon.core import elastic
+from hackathon.core.config import load_config
+from hackathon.core.elastic_worker import checkpointed_since, fit_to_world
+from hackathon.core.errors import HackathonError
+from hackathon.core.run_context import RunContext, Stage
 
 
 def test_settings_become_torchrun_flags(tmp_path):
@@ -21,7 +21,7 @@ def test_settings_become_torchrun_flags(tmp_path):
                                     "elastic.rdzv_endpoint=ws1:29400", "trainer.devices=2"])
     s = elastic.settings(cfg)
     assert s.nnodes == "1:2" and s.max_nodes == 2  # not YAML's sexagesimal 62
-    stage = Stage("train", lambda ctx: None, config_keys=("seed", "trainer"))
+    stage = Stage("train", lambda ctx: None, "train", trainer="trainer", config_keys=("seed", "trainer"))
     assert elastic.nproc_per_node(stage, cfg, s) == 2
     argv = elastic.torchrun_argv("asr", tmp_path, "train", 2, s, "ws1:29400", tmp_path / "logs")
     assert argv[1:3] == ["-m", "torch.distributed.run"]
@@ -29,7 +29,7 @@ def test_settings_become_torchrun_flags(tmp_path):
                  "--max-restarts=5", f"--rdzv-id={elastic.rendezvous_id(tmp_path, s)}"):
         assert flag in argv
     assert not any(a.startswith("--node-rank") for a in argv)  # elastic: the rendezvous assigns it
-    assert argv[-5:] == ["--module", "hackathon.elastic_worker", "asr", str(tmp_path), "train"]
+    assert argv[-5:] == ["--module", "hackathon.core.elastic_worker", "asr", str(tmp_path), "train"]
     # the same run dir gives the same rendezvous id on every node
     assert elastic.rendezvous_id(tmp_path, s) == elastic.rendezvous_id(tmp_path, elastic.settings(cfg))
 
@@ -76,14 +76,13 @@ def test_only_training_stages_go_under_torchrun(tmp_path):
 
 def test_worker_fits_the_trainer_to_the_world_it_was_given():
     cfg = OmegaConf.create({"trainer": {"accelerator": "auto", "devices": 1, "num_nodes": 1},
-                            "hifigan": {"trainer": {"devices": 1}}, "torch": {"device": "auto"}})
-    fit_to_world(cfg, Stage("train", lambda c: None, config_keys=("trainer", "hifigan")), 6, 2, 1)
-    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes) == ("cpu", 2, 3)
-    assert cfg.hifigan.trainer.num_nodes == 3 and cfg.torch.device == "auto"
-    fit_to_world(cfg, Stage("train", lambda c: None, config_keys=("torch",)), 2, 1, 0)
-    assert cfg.torch.device == "cpu"
+                            "hifigan": {"trainer": {"devices": 1, "num_nodes": 1}}})
+    fit_to_world(cfg, Stage("hifigan", lambda c: None, "train", trainer="hifigan.trainer", config_keys=("trainer",)),
+                 6, 2, 1)
+    assert (cfg.hifigan.trainer.accelerator, cfg.hifigan.trainer.devices, cfg.hifigan.trainer.num_nodes) == ("cpu", 2, 3)
+    assert (cfg.trainer.devices, cfg.trainer.num_nodes) == (1, 1)  # only the section the stage declares
     with pytest.raises(HackathonError, match="not a multiple"):
-        fit_to_world(cfg, Stage("t", lambda c: None, config_keys=("trainer",)), 3, 2, 0)
+        fit_to_world(cfg, Stage("t", lambda c: None, "train", trainer="trainer"), 3, 2, 0)
 
 
 def test_a_restart_within_a_launch_resumes_its_own_checkpoints(tmp_path):
@@ -105,18 +104,18 @@ def test_a_restart_within_a_launch_resumes_its_own_checkpoints(tmp_path):
 
 
 def test_gpu_locks_cover_every_local_worker_under_torchrun():
-    from hackathon import gpus
+    from hackathon.core import gpus
 
     cfg = load_config("asr", None, ["launcher=torchrun", "elastic.nproc_per_node=4"])
-    assert gpus.select_gpus("auto", max(d for _, d in gpus._requested_devices(cfg)), list(range(8))) == [0, 1, 2, 3]
-    assert ("auto", 4) not in gpus._requested_devices(load_config("asr", None, ["elastic.nproc_per_node=4"]))
+    assert gpus.select_gpus("auto", max(d for _, d in gpus.requested_devices(cfg, []) if isinstance(d, int)), list(range(8))) == [0, 1, 2, 3]
+    assert ("auto", 4) not in gpus.requested_devices(load_config("asr", None, ["elastic.nproc_per_node=4"]), [])
 
 
 def test_agents_rebuild_the_bootstrap_store_every_round_so_late_nodes_can_join(monkeypatch):
     """torch shares the rendezvous TCPStore and publishes its address only at an agent's first rendezvous:
     a node that joins a running job would wait for it forever. The agents get the opt-out (unless the user
     set it)."""
-    from hackathon.elastic import _agent_env
+    from hackathon.core.elastic import _agent_env
 
     monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)
     assert _agent_env()["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
@@ -131,8 +130,8 @@ def test_joiner_starts_one_agent_per_stage_attempt_and_leaves_when_the_run_ends(
     import json
     import types
 
-    from hackathon.atomic import atomic_write_json
-    from hackathon.elastic import Role, join_run, launch_file
+    from hackathon.core.atomic import atomic_write_json
+    from hackathon.core.elastic import Role, join_run, launch_file
 
     rd = tmp_path / "run"
     (rd / "elastic").mkdir(parents=True)
@@ -153,10 +152,11 @@ def test_joiner_starts_one_agent_per_stage_attempt_and_leaves_when_the_run_ends(
         return 0
 
     cfg = OmegaConf.create({"trainer": {"devices": 1}})
-    pipeline = types.SimpleNamespace(build_stages=lambda c: [Stage("prepare", lambda ctx: None, ["data"]),
-                                                             Stage("train", lambda ctx: None, ["trainer"])])
+    pipeline = types.SimpleNamespace(build_stages=lambda c: [Stage("prepare", lambda ctx: None, "data", ["data"]),
+                                                             Stage("train", lambda ctx: None, "train", ["trainer"],
+                                                                   trainer="trainer")])
     monkeypatch.setattr(elastic, "run_agent", fake_agent)
-    monkeypatch.setattr("hackathon.config.load_config", lambda *a, **k: cfg)
+    monkeypatch.setattr("hackathon.core.config.load_config", lambda *a, **k: cfg)
     join_run("asr", Role(run_dir=rd, coordinator=False), echo=lambda s: None, pipeline=lambda task: pipeline,
              timeout=30)
     assert agents == [("train", 1), ("train", 2)]

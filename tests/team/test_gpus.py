@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hackathon import gpus
-from hackathon.errors import HackathonError
+from hackathon.core import gpus
+from hackathon.core.run_context import Stage
+from hackathon.core.errors import HackathonError
 
 REPO = Path(__file__).resolve().parents[2]
 
 # A process that takes a lock through the same API a run uses, says so, then holds it until killed.
 HOLDER = """
 import sys, time
-from hackathon import gpus
+from hackathon.core import gpus
 with gpus.hold(sys.argv[1].split(","), run_dir=sys.argv[2], echo=lambda s: print(s, flush=True)):
     print("HOLDING", flush=True)
     time.sleep(float(sys.argv[3]))
@@ -131,17 +132,25 @@ def test_gpus_command_shows_holder(team_env, hackathon_bin):
 
 # ------------------------------------------------------------------ which GPUs a run uses
 
+def _fit(trainer="trainer"):
+    return [Stage("prepare", lambda ctx: None, "data"), Stage("fit", lambda ctx: None, "train", trainer=trainer)]
+
+
+def _tao():
+    return [Stage("tao_train", lambda ctx: None, "train", devices="gpus")]
+
+
 def test_cpu_runs_take_no_lock(team_env):
     cfg = OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 2}})
-    assert gpus.lock_keys_for(cfg) == []
-    assert gpus.lock_keys_for(OmegaConf.create({"gpus": 0})) == []
+    assert gpus.lock_keys_for(cfg, _fit()) == []
+    assert gpus.lock_keys_for(OmegaConf.create({"gpus": "none"}), _tao()) == []
 
 
 def test_lock_key_stand_ins_from_env_or_spec(team_env, monkeypatch):
     cfg = OmegaConf.create({"trainer": {"accelerator": "cpu"}, "lock_keys": ["gpu0", "gpu1"]})
-    assert gpus.lock_keys_for(cfg) == ["gpu0", "gpu1"]
+    assert gpus.lock_keys_for(cfg, _fit()) == ["gpu0", "gpu1"]
     monkeypatch.setenv("HACKATHON_LOCK_KEYS", "gpu3")
-    assert gpus.lock_keys_for(cfg) == ["gpu3"]
+    assert gpus.lock_keys_for(cfg, _fit()) == ["gpu3"]
 
 
 @pytest.mark.parametrize("accelerator, devices, expected", [
@@ -166,10 +175,12 @@ def test_cuda_visible_devices_maps_to_physical_gpus(monkeypatch):
 
 def test_gpu_config_on_machine_without_gpus_takes_no_lock(team_env, monkeypatch):
     monkeypatch.setattr(gpus, "query_gpus", lambda: [])
-    assert gpus.lock_keys_for(OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 1}})) == []
+    assert gpus.lock_keys_for(OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 1}}), _fit()) == []
     monkeypatch.setattr(gpus, "query_gpus", lambda: gpus.parse_nvidia_smi("0, GPU-a, X, 0, 100, 0\n1, GPU-b, X, 0, 100, 0"))
-    assert gpus.lock_keys_for(OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 2}})) == ["gpu0", "gpu1"]
-    assert gpus.lock_keys_for(OmegaConf.create({"gpus": 1})) == ["gpu1"]  # a `gpus` field holds docker indexes
+    assert gpus.lock_keys_for(OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 2}}), _fit()) == ["gpu0", "gpu1"]
+    assert gpus.lock_keys_for(OmegaConf.create({"gpus": 1}), _tao()) == ["gpu1"]  # docker's GPU indexes
+    # a section no train stage declares takes nothing, whatever it is called
+    assert gpus.lock_keys_for(OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 2}}), _tao()) == []
 
 
 def test_ddp_child_processes_do_not_lock(team_env, monkeypatch):
@@ -184,25 +195,23 @@ def _two_gpus(monkeypatch):
                         lambda: gpus.parse_nvidia_smi("0, GPU-a, X, 0, 100, 0\n1, GPU-b, X, 0, 100, 0"))
 
 
-def test_every_trainer_block_counts_tts_style(team_env, monkeypatch):
+def test_every_declared_trainer_section_counts_tts_style(team_env, monkeypatch):
     _two_gpus(monkeypatch)
     cfg = OmegaConf.create({"fastpitch": {"trainer": {"devices": 1}},
                             "hifigan": {"enabled": False, "trainer": {"devices": 2, "accelerator": "gpu"}}})
-    assert gpus.lock_keys_for(cfg) == ["gpu0", "gpu1"]
+    assert gpus.lock_keys_for(cfg, _fit("fastpitch.trainer") + _fit("hifigan.trainer")) == ["gpu0", "gpu1"]
+    assert gpus.lock_keys_for(cfg, _fit("fastpitch.trainer")) == ["gpu0"]
 
 
-def test_detect_backends_name_their_gpus(team_env, monkeypatch):
+def test_tao_names_its_gpus(team_env, monkeypatch):
     _two_gpus(monkeypatch)
-    def keys(**cfg):
-        return gpus.lock_keys_for(OmegaConf.create(cfg))
+    def keys(gpus_value):
+        return gpus.lock_keys_for(OmegaConf.create({"gpus": gpus_value}), _tao())
 
-    assert keys(backend="torch", gpus="none", torch={"device": "auto"}) == ["gpu0"]
-    assert keys(backend="torch", gpus="none", torch={"device": "cuda:1"}) == ["gpu1"]
-    assert keys(backend="torch", gpus="all", torch={"device": "cpu"}) == []
-    assert keys(backend="tao", gpus="all", torch={"device": "cpu"}) == ["gpu0", "gpu1"]
-    assert keys(backend="tao", gpus="1", torch={"device": "auto"}) == ["gpu1"]  # docker --gpus device=1
-    assert keys(backend="tao", gpus=0, torch={"device": "auto"}) == ["gpu0"]
-    assert keys(backend="tao", gpus="none", torch={"device": "auto"}) == []
+    assert keys("all") == ["gpu0", "gpu1"]
+    assert keys("1") == ["gpu1"]  # docker --gpus device=1
+    assert keys(0) == ["gpu0"]
+    assert keys("none") == []
 
 
 FAKE_NVIDIA_SMI = """#!/bin/sh

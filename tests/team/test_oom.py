@@ -1,4 +1,4 @@
-"""OOM back-off (hackathon/oom.py): on CUDA out-of-memory halve the batch size, resume from the last
+"""OOM back-off (hackathon/core/oom.py): on CUDA out-of-memory halve the batch size, resume from the last
 checkpoint, record each back-off in meta.json; give up with a fix below batch size 1."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from hackathon.errors import HackathonError
-from hackathon.oom import is_cuda_oom, run_with_oom_backoff
-from hackathon.runner import RunContext
+from hackathon.core.errors import HackathonError
+from hackathon.core.oom import is_cuda_oom, run_with_oom_backoff
+from hackathon.core.runner import RunContext
 
 
 class OutOfMemoryError(RuntimeError):

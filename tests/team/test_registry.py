@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hackathon import registry
+from hackathon.core import registry
 from tests.team.tiny_pipeline import use_tiny_pipeline, write_tiny_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ WRITER = """
 import sys, time
 import pytest
 
-from hackathon import registry
+from hackathon.core import registry
 writer, rows, start_at = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 time.sleep(max(0.0, start_at - time.time()))
 for i in range(rows):
@@ -62,7 +62,7 @@ def test_filters_by_task_and_user(team_env):
 
 
 def test_runner_records_start_end_metrics_and_failures(team_env, tmp_path, monkeypatch):
-    import hackathon.runner as runner
+    import hackathon.core.runner as runner
 
     use_tiny_pipeline(runner)
     ok_dir, bad_dir = tmp_path / "ok", tmp_path / "bad"
@@ -92,7 +92,7 @@ def test_runs_command_lists_runs(team_env, hackathon_bin):
 
 
 def test_unusable_registry_is_an_error_with_a_fix(team_env, tmp_path, monkeypatch):
-    from hackathon.errors import HackathonError
+    from hackathon.core.errors import HackathonError
 
     not_a_db = tmp_path / "notes.txt"
     not_a_db.write_text("this is not a database\n" * 100)

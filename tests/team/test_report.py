@@ -13,8 +13,8 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-import hackathon.runner as runner
-from hackathon.report import collect_training_logs, write_run_report
+import hackathon.core.runner as runner
+from hackathon.core.report import collect_training_logs, write_run_report
 from tests.team.tiny_pipeline import use_tiny_pipeline, write_tiny_spec
 
 

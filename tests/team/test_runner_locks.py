@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from hackathon.atomic import read_json
-from hackathon.registry import list_runs
+from hackathon.core.atomic import read_json
+from hackathon.core.registry import list_runs
 from tests.team.tiny_pipeline import write_tiny_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_no_wait_fails_fast_naming_the_holder(team_env, tmp_path):
 
 
 def test_cpu_run_takes_no_lock_even_while_gpu0_is_held(team_env, tmp_path):
-    from hackathon import gpus
+    from hackathon.core import gpus
 
     spec = write_tiny_spec(tmp_path / "spec.yaml", {"cer": 0.2})
     with gpus.hold(["gpu0"], run_dir="/elsewhere"):
@@ -113,7 +113,7 @@ def test_cpu_run_takes_no_lock_even_while_gpu0_is_held(team_env, tmp_path):
 
 HOLDER = """
 import sys, time
-from hackathon import gpus
+from hackathon.core import gpus
 with gpus.hold(["gpu0"], run_dir="/runs/asr/holder"):
     print("HOLDING", flush=True)
     time.sleep(120)

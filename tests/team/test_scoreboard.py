@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import hackathon.runner as runner
+import hackathon.core.runner as runner
 from hackathon.scoreboard import best_runs
 from tests.team.tiny_pipeline import use_tiny_pipeline, write_tiny_spec
 

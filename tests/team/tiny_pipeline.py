@@ -12,7 +12,7 @@ import time
 import types
 from pathlib import Path
 
-from hackathon.runner import Stage
+from hackathon.core.runner import Stage
 
 
 def write_tiny_spec(path: Path, metrics: dict, seconds: float = 0.0, lock_keys: str | None = None,
@@ -49,8 +49,8 @@ def _evaluate(ctx):
 
 
 def build_stages(cfg):
-    return [Stage("prepare", _prepare, ("trainer",)), Stage("train", _train, ("work",)),
-            Stage("evaluate", _evaluate, ("result",))]
+    return [Stage("prepare", _prepare, "data", ("trainer",)), Stage("train", _train, "model", ("work",)),
+            Stage("evaluate", _evaluate, "evaluate", ("result",))]
 
 
 def use_tiny_pipeline(runner_module) -> None:
@@ -59,8 +59,8 @@ def use_tiny_pipeline(runner_module) -> None:
 
 
 def main(argv: list[str]) -> int:
-    import hackathon.runner as runner
-    from hackathon.errors import HackathonError
+    import hackathon.core.runner as runner
+    from hackathon.core.errors import HackathonError
 
     task, spec, run_dir = argv[:3]
     use_tiny_pipeline(runner)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 G2P_CFG = SimpleNamespace(word_segmenter="jieba", phoneme_prefix="", tone_prefix="#", ascii_letter_prefix="")
 

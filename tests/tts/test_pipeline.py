@@ -134,7 +134,7 @@ def test_kill_during_fastpitch_then_same_command_resumes_and_speaks(corpus, tmp_
 def check_predictor_matches_nemo(run_dir: Path) -> None:
     import numpy as np
 
-    from hackathon.errors import HackathonError
+    from hackathon.core.errors import HackathonError
     from tasks.tts.onnx_infer import load
     from tasks.tts.synthesize import Synthesizer
 
@@ -153,7 +153,7 @@ def check_predictor_matches_nemo(run_dir: Path) -> None:
 
 
 def test_tts_predictor_without_export_says_how_to_make_it(tmp_path):
-    from hackathon.errors import HackathonError
+    from hackathon.core.errors import HackathonError
     from tasks.tts.onnx_infer import load
 
     with pytest.raises(HackathonError) as err:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow  # trains FastPitch twice (a few steps); run under
 
 
 def train_until_fastpitch(run_dir, corpus, cache_dir):
-    from hackathon.runner import execute_stages, prepare_run
+    from hackathon.core.runner import execute_stages, prepare_run
     from tasks.tts.pipeline import build_stages
 
     overrides = [f"data.source={corpus}", *TINY_FASTPITCH, "fastpitch.trainer.max_steps=6",

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from omegaconf import OmegaConf
 
-from hackathon.config import load_config
-from hackathon.errors import HackathonError
+from hackathon.core.config import load_config
+from hackathon.core.errors import HackathonError
 
 
 @pytest.mark.parametrize("rate,hop,window,upsample", [(22050, 256, 1024, 256), (44100, 512, 2048, 512)])

@@ -64,7 +64,7 @@ def test_a_crashing_numba_cache_is_deleted_and_compiled_again(tmp_path):
     The probe stands in for pyin: it crashes while the (fake) stale cache file exists."""
     import pytest
 
-    from hackathon.errors import HackathonError
+    from hackathon.core.errors import HackathonError
     from tasks.tts.sup_data import warm_pitch_kernels
 
     stale = tmp_path / "librosa" / "__pycache__" / "pitch._pi-1.py311.1.nbc"

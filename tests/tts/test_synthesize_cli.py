@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 @pytest.mark.parametrize("hour,greeting", [(6, "上午好"), (10, "上午好"), (11, "中午好"), (12, "中午好"),

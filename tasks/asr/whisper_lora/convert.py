@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.atomic import atomic_dir, atomic_write_json, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_dir, atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
 
 DTYPES = (np.float32, np.int8, np.int16, np.int32, np.float16, None)  # None: bfloat16 (handled below)
 SUPPORTED_VERSION = 6

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.atomic import read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import read_json
+from hackathon.core.errors import HackathonError
 
 SAMPLE_RATE = 16000
 MAX_NEW_TOKENS = 96  # a demo phrase is ~10-20 tokens; Whisper's hard limit is 448 minus the prompt

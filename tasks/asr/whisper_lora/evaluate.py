@@ -6,7 +6,7 @@ edits per utterance), so the shared score stage computes CER/WER and the report'
 
 from __future__ import annotations
 
-from hackathon.atomic import atomic_write_jsonl
+from hackathon.core.atomic import atomic_write_jsonl
 
 
 def evaluate_stage(ctx) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from hackathon.atomic import atomic_dir, atomic_write_json
+from hackathon.core.atomic import atomic_dir, atomic_write_json
 
 EXPORT_DIR = "export"
 INFO_FILE = "hackathon_whisper.json"  # language/task for `asr transcribe`

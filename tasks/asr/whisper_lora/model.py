@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.atomic import atomic_path, atomic_write_json, atomic_write_jsonl, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_path, atomic_write_json, atomic_write_jsonl, read_json
+from hackathon.core.errors import HackathonError
 
 BASE_FILE = "model/whisper_base.json"
 ENCODER_DIR = "model/encoder"
@@ -84,7 +84,7 @@ def base_dir(run_dir: Path) -> Path:
 def clip_key(audio_filepath: str, model_dir: Path) -> str:
     """The clip's bytes + the base model: a clip rewritten with the same content (a shared demo cache, a
     copied folder) keeps its cached encoder output, a changed clip gets a new one."""
-    from hackathon.fingerprint import file_sha256
+    from hackathon.core.fingerprint import file_sha256
 
     p = Path(audio_filepath)
     raw = f"{file_sha256(p) if p.exists() else 'missing:' + str(p.resolve())}|{Path(model_dir).resolve()}"

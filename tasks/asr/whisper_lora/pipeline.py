@@ -11,7 +11,7 @@ stages; model/train/evaluate/export are this folder's:
 
 from __future__ import annotations
 
-from hackathon.runner import Stage
+from hackathon.core.runner import Stage
 
 
 def build_whisper_stages(cfg) -> list[Stage]:
@@ -23,10 +23,10 @@ def build_whisper_stages(cfg) -> list[Stage]:
     from tasks.asr.whisper_lora.train import train_stage
 
     return [
-        Stage("prepare", prepare_stage, config_keys=("data",), inputs=source_inputs),
-        Stage("model", model_stage, config_keys=("whisper", "evaluate.batch_size")),
-        Stage("train", train_stage, config_keys=("seed", "whisper", "lora", "optim", "trainer")),
-        Stage("evaluate", evaluate_stage, config_keys=("evaluate.batch_size",)),
-        Stage("export", export_stage, config_keys=("export",)),
-        Stage("score", score_stage, config_keys=("evaluate.worst_n",)),
+        Stage("prepare", prepare_stage, "data", config_keys=("data",), inputs=source_inputs),
+        Stage("model", model_stage, "model", config_keys=("whisper", "evaluate.batch_size")),
+        Stage("train", train_stage, "train", trainer="trainer", config_keys=("seed", "whisper", "lora", "optim", "trainer")),
+        Stage("evaluate", evaluate_stage, "evaluate", config_keys=("evaluate.batch_size",)),
+        Stage("export", export_stage, "export", config_keys=("export",)),
+        Stage("score", score_stage, "report", config_keys=("evaluate.worst_n",)),
     ]

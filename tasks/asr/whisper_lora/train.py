@@ -2,7 +2,7 @@
 
 A plain torch loop, not HF's Seq2SeqTrainer: with a frozen encoder the batches are cached encoder
 states (model/encoder/), which the Trainer's collator/generate path does not take, and validation CER
-needs our greedy decoder anyway; the loop is short and its checkpoints follow hackathon/training.py's
+needs our greedy decoder anyway; the loop is short and its checkpoints follow hackathon/core/training.py's
 conventions (one folder, atomic writes, config key, stale folders moved aside), so kill -9 + the same
 command resumes exactly.
 
@@ -11,7 +11,7 @@ command resumes exactly.
 - Checkpoints in checkpoints/whisper/: `last.ckpt` after every epoch (adapter weights, optimizer,
   scheduler, epoch, step, history) plus `epoch-NNN.ckpt` for the best `trainer.keep_best` epochs by
   validation CER (the export stage's checkpoint averaging reads them).
-- CUDA OOM: hackathon.oom halves the batch and resumes from last.ckpt.
+- CUDA OOM: hackathon.core.oom halves the batch and resumes from last.ckpt.
 Writes model/adapter/ (peft save_pretrained of the best epoch) and best_val_cer/train_seconds metrics.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hackathon.atomic import atomic_dir, atomic_path, atomic_write_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_dir, atomic_path, atomic_write_json
+from hackathon.core.errors import HackathonError
 
 ADAPTER_DIR = "model/adapter"
 CKPT_NAME = "whisper"
@@ -197,10 +197,10 @@ def validation_cer(ctx, model, tokens, batch_size: int) -> float:
 def train_stage(ctx) -> None:
     import torch
 
-    from hackathon.oom import run_with_oom_backoff
-    from hackathon.training import checkpoint_position, find_resume_checkpoint, prepare_checkpoint_dir, LAST_NAME
-    from hackathon.fingerprint import obj_fingerprint
-    from hackathon.config import cfg_slice
+    from hackathon.core.oom import run_with_oom_backoff
+    from hackathon.core.training import checkpoint_position, find_resume_checkpoint, prepare_checkpoint_dir, LAST_NAME
+    from hackathon.core.fingerprint import obj_fingerprint
+    from hackathon.core.config import cfg_slice
     from tasks.asr.whisper_lora.decode import load_tokens
     from tasks.asr.whisper_lora.model import base_dir, int8_wanted, use_cuda
 

@@ -19,8 +19,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from hackathon.atomic import atomic_dir, atomic_write_json, read_json
-from hackathon.errors import HackathonError
+from hackathon.core.atomic import atomic_dir, atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
 
 PACKAGED_PREFIX = "packaged:"
 PACKAGED_MODELS = {

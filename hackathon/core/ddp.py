@@ -4,7 +4,7 @@ Lightning's DDP launcher starts each extra process by re-running the same comman
 LOCAL_RANK/NODE_RANK set); torchrun starts every process of every node that way from the outset. Such a
 "worker" must not redo the run's bookkeeping (prepare data, write meta.json, registry, report) — rank 0
 does that. A worker only joins the training: it finds rank 0's run directory, waits until rank 0 is
-inside a stage that uses the trainer config (config_keys include "trainer"), runs that stage function
+inside a train stage on the engine (Stage.on_engine), runs that stage function
 with a context that never writes meta.json/metrics.json, and exits. Lightning/torch.distributed then
 connect the processes; Lightning itself keeps checkpoints and logs to rank 0.
 
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hackathon.errors import HackathonError
-from hackathon.logs import get_logger
-from hackathon.run_context import (WorkerContext, config_hash, find_resumable_run, pipeline_module,
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import get_logger
+from hackathon.core.run_context import (WorkerContext, config_hash, find_resumable_run, pipeline_module,
                                    wait_for_running_stage)
 
 log = get_logger("hackathon.ddp")
@@ -43,20 +43,6 @@ def publish_run_dir(run_dir: Path) -> None:
     os.environ[RUN_DIR_ENV] = str(run_dir)
 
 
-def uses_trainer(stage, cfg) -> bool:
-    """A stage whose config slice holds a Lightning `trainer:` block (trainer, fastpitch, ...) fits a model:
-    the stages a DDP worker joins."""
-    from omegaconf import OmegaConf
-
-    for key in stage.config_keys:
-        if key == "trainer" or key.startswith("trainer.") or key.endswith(".trainer") or ".trainer." in key:
-            return True
-        node = OmegaConf.select(cfg, key)
-        if OmegaConf.is_dict(node) and "trainer" in node:
-            return True
-    return False
-
-
 def _worker_run_dir(task: str, cfg, run_dir) -> Path:
     chosen = os.environ.get(RUN_DIR_ENV) or run_dir or find_resumable_run(task, config_hash(cfg))
     if not chosen:
@@ -74,15 +60,16 @@ def run_worker(task: str, overrides: Sequence[str] = (), spec: str | None = None
                pipeline: Callable = pipeline_module):
     """Join rank 0's training stage (see the module docstring). Returns the worker's context.
     `pipeline(task)` gives the task's module with build_stages (the runner passes its own lookup)."""
-    from hackathon import gpus
-    from hackathon.config import load_config
+    from hackathon.core import gpus
+    from hackathon.core.config import load_config
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     cfg = load_config(task, spec, overrides)
     rd = _worker_run_dir(task, cfg, run_dir)
-    stages = {s.name: s for s in pipeline(task).build_stages(cfg) if uses_trainer(s, cfg)}
+    all_stages = pipeline(task).build_stages(cfg)
+    stages = {s.name: s for s in all_stages if s.on_engine}
     if not stages:
-        raise HackathonError(f"The {task} pipeline has no stage that uses a trainer config: nothing for a DDP "
+        raise HackathonError(f"The {task} pipeline has no stage trained on the engine: nothing for a DDP "
                              "worker to join.", fix="Run it on one device (trainer.devices=1).")
     echo(f"DDP worker ({_ranks()}): waiting for rank 0's training stages in {rd}")
     ctx = None
@@ -95,7 +82,7 @@ def run_worker(task: str, overrides: Sequence[str] = (), spec: str | None = None
                             resuming=bool(meta["stages"][name].get("resumed")))
         echo(f"DDP worker ({_ranks()}): joining stage {name}")
         # The first process on each further machine holds that machine's GPU locks while it trains.
-        with gpus.run_device_locks(ctx, echo=echo) if gpus.is_lock_owner_process() else contextlib.nullcontext():
+        with gpus.run_device_locks(ctx, all_stages, echo=echo) if gpus.is_lock_owner_process() else contextlib.nullcontext():
             stages[name].fn(ctx)
         del stages[name]
     return ctx

@@ -10,8 +10,8 @@ import gc
 import time
 from typing import Callable, TypeVar
 
-from hackathon.errors import HackathonError
-from hackathon.logs import get_logger
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import get_logger
 
 T = TypeVar("T")
 log = get_logger("hackathon.oom")

@@ -2,7 +2,7 @@
 
 One call does what the team used to do by hand plus what went wrong in the notebooks:
 
-    from hackathon.training import fit_resumable, load_best_weights
+    from hackathon.core.training import fit_resumable, load_best_weights
 
     def build_model(trainer, batch_size):          # called once per attempt (OOM back-off re-calls it)
         model = EncDecCTCModel.restore_from(init_nemo, trainer=trainer)
@@ -26,7 +26,7 @@ What it guarantees
   epochs_done, global_step} is recorded in the stage's meta.json entry. A stage that re-runs because its inputs or
   config changed starts fresh: old checkpoints are moved aside to `<name>.stale-<time>/`, never reused.
   The `key` (default: the run's config hash) guards against resuming checkpoints of a different config.
-- CUDA OOM: the fit runs inside hackathon.oom.run_with_oom_backoff; each retry rebuilds the model at half
+- CUDA OOM: the fit runs inside hackathon.core.oom.run_with_oom_backoff; each retry rebuilds the model at half
   the batch size and resumes from `last.ckpt`.
 - Trainer: the spec's `trainer:` section is passed to lightning.pytorch.Trainer (devices, num_nodes,
   max_epochs, ...). `precision: auto` = AMP (16-mixed) on GPU, 32-true on CPU. Without a GPU and with
@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from hackathon.atomic import atomic_path, atomic_write_json, read_json
-from hackathon.errors import HackathonError
-from hackathon.logs import get_logger
-from hackathon.oom import run_with_oom_backoff
-from hackathon.progress import lightning_callback
+from hackathon.core.atomic import atomic_path, atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import get_logger
+from hackathon.core.oom import run_with_oom_backoff
+from hackathon.core.progress import lightning_callback
 
 log = get_logger("hackathon.training")
 
@@ -205,7 +205,7 @@ def trainer_settings(trainer_cfg: Mapping | Any) -> dict:
         settings["precision"] = "16-mixed" if on_gpu else "32-true"
     settings.setdefault("log_every_n_steps", 1)
     settings.setdefault("enable_model_summary", False)
-    # Lightning's tqdm bar would go to the stage log; hackathon.progress draws the console bar instead.
+    # Lightning's tqdm bar would go to the stage log; hackathon.core.progress draws the console bar instead.
     settings["enable_progress_bar"] = False
     return settings
 
@@ -227,7 +227,7 @@ def build_trainer(ctx, trainer_cfg, ckpt_dir: Path, monitor: str | None, mode: s
     settings = trainer_settings(trainer_cfg)
     for reserved in ("logger", "callbacks", "plugins", "default_root_dir", "enable_checkpointing"):
         if reserved in settings:
-            raise HackathonError(f"trainer.{reserved} is managed by hackathon.training and cannot be set in a spec.",
+            raise HackathonError(f"trainer.{reserved} is managed by hackathon.core.training and cannot be set in a spec.",
                                  fix=f"Remove trainer.{reserved} from the spec.")
     last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
                               every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
@@ -337,7 +337,7 @@ def stopped_by_time_limit(trainer) -> bool:
 
 
 def _weights_digest_by_rank(model) -> list[str] | None:
-    from hackathon.elastic import weights_digest_by_rank
+    from hackathon.core.elastic import weights_digest_by_rank
 
     return weights_digest_by_rank(model)
 

@@ -1,7 +1,7 @@
 """What one run is made of, below the stage loop: Stage, RunContext (the run dir, its meta.json and
 metrics.json), the task's pipeline module, the config hash and "the newest run with this config".
 
-hackathon.runner (the stage loop) and the processes that join a run (hackathon.ddp, hackathon.elastic)
+hackathon.core.runner (the stage loop) and the processes that join a run (hackathon.core.ddp, hackathon.core.elastic)
 import these from here, so neither needs the other.
 """
 
@@ -13,21 +13,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hackathon.atomic import atomic_write_json, read_json
-from hackathon.errors import HackathonError
-from hackathon.fingerprint import obj_fingerprint
-from hackathon.logs import get_logger
-from hackathon.paths import current_user, runs_root
+from hackathon.core.atomic import atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.fingerprint import obj_fingerprint
+from hackathon.core.logs import get_logger
+from hackathon.core.paths import current_user, runs_root
+
+
+# What a stage is. The run loop, DDP, torchrun, GPU locks and progress read this declaration.
+STAGE_KINDS = ("data", "model", "train", "evaluate", "export", "report")
 
 
 @dataclass
 class Stage:
-    """A named step of a pipeline. `fn(ctx)` writes its outputs under ctx.run_dir."""
+    """A named step of a pipeline that says what it is. `fn(ctx)` writes its outputs under ctx.run_dir.
+
+    kind="train" stages declare where their settings live: `trainer` names the spec section of a model
+    trained on the one engine (hackathon.core.training; DDP workers and torchrun agents join these), or
+    `devices` names the config key with the GPU list of a stage that trains in a container (TAO)."""
 
     name: str
     fn: Callable[["RunContext"], None]
+    kind: str
     config_keys: tuple[str, ...] = ()  # spec sections that change this stage's result
     inputs: Callable[["RunContext"], Sequence[Path]] | None = None  # external files/dirs it reads
+    trainer: str | None = None  # kind="train" on the engine: e.g. "trainer", "fastpitch.trainer"
+    devices: str | None = None  # kind="train" in docker: the key holding docker's GPU list, e.g. "gpus"
+
+    def __post_init__(self) -> None:
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(f"stage {self.name}: kind {self.kind!r} is not one of {STAGE_KINDS}")
+        if (self.kind == "train") != bool(self.trainer or self.devices):
+            raise ValueError(f"stage {self.name}: a train stage (and only one) names its trainer section or devices key")
+
+    @property
+    def on_engine(self) -> bool:
+        """Trains through hackathon.core.training: the stages DDP workers and torchrun agents join."""
+        return self.kind == "train" and self.trainer is not None
 
 
 @dataclass

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from hackathon.errors import HackathonError
-from hackathon.logs import get_logger
-from hackathon.paths import current_user
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import get_logger
+from hackathon.core.paths import current_user
 
 log = get_logger("hackathon.gpus")
 
@@ -288,56 +288,43 @@ def visible_gpu_indices(gpus: list[dict]) -> list[int]:
     return visible
 
 
-def _trainer_sections(node, path: str = "") -> list[tuple[str, dict]]:
-    """Every Lightning `trainer:` block in a config, wherever it sits (trainer, fastpitch.trainer, ...)."""
-    found = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key == "trainer" and isinstance(value, dict):
-                found.append((where, value))
-            else:
-                found.extend(_trainer_sections(value, where))
-    return found
-
-
-def _plain_config(cfg) -> dict:
+def _plain(node):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    if not OmegaConf.is_config(cfg):
-        return dict(cfg)
+    if not OmegaConf.is_config(node):
+        return node
     try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException:  # an interpolation the trainer blocks don't need: read them as written
-        return OmegaConf.to_container(cfg, resolve=False)
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:  # an interpolation the device fields don't need: read them as written
+        return OmegaConf.to_container(node, resolve=False)
 
 
-def _requested_devices(cfg) -> list[tuple[str, Any]]:
-    """[(accelerator, devices)] a task config asks for: each Lightning trainer block, or the detect spec's
-    `gpus` (TAO backend: docker's physical GPU indexes, accelerator "docker") / `torch.device` (torch backend)."""
-    plain = _plain_config(cfg)
-    requests = [(str(t.get("accelerator", "auto") or "auto").lower(), t.get("devices", "auto"))
-                for _, t in _trainer_sections(plain)]
-    torch_device = plain.get("torch", {}).get("device") if isinstance(plain.get("torch"), dict) else None
-    if plain.get("backend") == "tao" or ("gpus" in plain and torch_device is None):
-        gpus = plain.get("gpus")
-        if gpus is None or str(gpus).strip().lower() in ("none", "", "cpu", "false"):
-            requests.append(("cpu", 0))
-        elif str(gpus).strip().lower() == "all":
-            requests.append(("docker", "auto"))
-        else:  # docker --gpus device=0,1: physical indexes as nvidia-smi lists them
-            items = str(gpus).split(",") if isinstance(gpus, (str, int)) else list(gpus)
-            requests.append(("docker", [int(str(i).strip()) for i in items if str(i).strip()]))
-    elif torch_device is not None:
-        device = str(torch_device).lower()
-        if device == "cpu":
-            requests.append(("cpu", 0))
-        elif device.startswith("cuda:"):
-            requests.append(("gpu", [int(device.split(":", 1)[1])]))
-        else:  # auto | cuda: the first visible GPU
-            requests.append(("auto", 1))
-    elastic = plain.get("elastic") if plain.get("launcher") == "torchrun" else None
+def _docker_request(gpus) -> tuple[str, Any]:
+    """A container stage's GPU list (TAO's `gpus`): docker's physical GPU indexes."""
+    if gpus is None or str(gpus).strip().lower() in ("none", "", "cpu", "false"):
+        return ("cpu", 0)
+    if str(gpus).strip().lower() == "all":
+        return ("docker", "auto")
+    items = str(gpus).split(",") if isinstance(gpus, (str, int)) else list(gpus)  # docker --gpus device=0,1
+    return ("docker", [int(str(i).strip()) for i in items if str(i).strip()])
+
+
+def requested_devices(cfg, stages) -> list[tuple[str, Any]]:
+    """[(accelerator, devices)] the train stages of a run ask for, read where each stage says its
+    settings live (Stage.trainer: accelerator/devices of that section; Stage.devices: a docker GPU list)."""
+    from omegaconf import OmegaConf
+
+    requests = []
+    for stage in stages:
+        if stage.kind != "train":
+            continue
+        if stage.devices:
+            requests.append(_docker_request(_plain(OmegaConf.select(cfg, stage.devices))))
+        else:
+            section = _plain(OmegaConf.select(cfg, stage.trainer)) or {}
+            requests.append((str(section.get("accelerator", "auto") or "auto").lower(), section.get("devices", "auto")))
+    elastic = _plain(OmegaConf.select(cfg, "elastic")) if OmegaConf.select(cfg, "launcher") == "torchrun" else None
     nproc = str((elastic or {}).get("nproc_per_node", "auto"))
     if nproc.isdigit() and int(nproc) > 0:  # launcher=torchrun: one worker per local GPU
         requests.append(("auto", int(nproc)))
@@ -367,8 +354,8 @@ def select_gpus(accelerator: str, devices: Any, visible: list[int]) -> list[int]
     return []
 
 
-def lock_keys_for(cfg) -> list[str]:
-    """The lock keys a run with this config needs: one per GPU, none for a CPU run.
+def lock_keys_for(cfg, stages) -> list[str]:
+    """The lock keys a run with this config and these stages needs: one per GPU, none for a CPU run.
     HACKATHON_LOCK_KEYS or the spec field `lock_keys` name them explicitly (stand-ins on a CPU box)."""
     from omegaconf import OmegaConf
 
@@ -379,7 +366,7 @@ def lock_keys_for(cfg) -> list[str]:
             explicit = OmegaConf.to_container(explicit)
     if explicit is not None:
         return _listify_keys(explicit)
-    requests = [(acc, dev) for acc, dev in _requested_devices(cfg) if acc != "cpu"]
+    requests = [(acc, dev) for acc, dev in requested_devices(cfg, stages) if acc != "cpu"]
     if not requests:
         return []  # no nvidia-smi call for CPU runs
     table = query_gpus()
@@ -401,9 +388,9 @@ def is_lock_owner_process() -> bool:
 
 
 @contextlib.contextmanager
-def run_device_locks(ctx, wait: bool = True, echo: Callable[[str], None] = print) -> Iterator[list[str]]:
-    """Hold the locks for every GPU the run `ctx` uses, around its stages; records them in meta.json."""
-    keys = lock_keys_for(ctx.cfg) if is_lock_owner_process() else []
+def run_device_locks(ctx, stages, wait: bool = True, echo: Callable[[str], None] = print) -> Iterator[list[str]]:
+    """Hold the locks for every GPU the stages of run `ctx` use, around them; records them in meta.json."""
+    keys = lock_keys_for(ctx.cfg, stages) if is_lock_owner_process() else []
     if not keys:
         yield []
         return

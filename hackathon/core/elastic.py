@@ -7,7 +7,7 @@
   run's coordinator: it runs the pipeline as usual (prepare, evaluate, export, meta.json, registry,
   report) and, for each stage whose config slice holds a Lightning `trainer:` block (and detect's
   torch `train`), starts a local torchrun agent (c10d rendezvous, --nnodes MIN:MAX, --max-restarts) whose
-  workers run just that stage (hackathon/elastic_worker.py). It waits for the agent, then marks the
+  workers run just that stage (hackathon/core/elastic_worker.py). It waits for the agent, then marks the
   stage done and goes on.
 - Every further process with the same command and run dir (another machine, or a second agent on this
   one) is a joiner: it waits until the coordinator is inside a training stage and starts its own agent
@@ -24,6 +24,8 @@ Nothing here schedules anything: torchrun does the restarts and the rendezvous; 
 
 from __future__ import annotations
 
+import dataclasses
+
 import fcntl
 import hashlib
 import os
@@ -35,17 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from hackathon.atomic import atomic_write_json, read_json
-from hackathon.errors import HackathonError
-from hackathon.logs import get_logger
-from hackathon.run_context import (RunContext, Stage, WorkerContext, config_hash, find_resumable_run, pipeline_module,
+from hackathon.core.atomic import atomic_write_json, read_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import get_logger
+from hackathon.core.run_context import (RunContext, Stage, WorkerContext, config_hash, find_resumable_run, pipeline_module,
                                    wait_for_running_stage)
 
 log = get_logger("hackathon.elastic")
 
 LAUNCHERS = ("local", "torchrun")
 ELASTIC_DIR = "elastic"  # under the run dir: coordinator lock, one launch file per training stage
-WORKER_MODULE = "hackathon.elastic_worker"
+WORKER_MODULE = "hackathon.core.elastic_worker"
 POLL_SECONDS = 0.5
 JOIN_WAIT_SECONDS = 3600.0  # a joiner may start long before the coordinator reaches training
 
@@ -57,13 +59,6 @@ def launcher(cfg) -> str:
     if name not in LAUNCHERS:
         raise HackathonError(f"launcher={name!r} is not known.", fix="Use launcher=local or launcher=torchrun.")
     return name
-
-
-def is_training_stage(stage: Stage, cfg) -> bool:
-    """Stages that fit a model: a Lightning `trainer:` block in their config slice, or detect's torch trainer."""
-    from hackathon.ddp import uses_trainer
-
-    return uses_trainer(stage, cfg) or "torch" in stage.config_keys
 
 
 # ----------------------------------------------------------------------------- settings -> torchrun argv
@@ -166,7 +161,7 @@ def _agent_env() -> dict:
     # a node joining later waits for a MASTER_ADDR that the running nodes never publish for the new round
     # (DistStoreError "wait timeout ... MASTER_ADDR"), so scale-up failed. The opt-out rebuilds it every round.
     env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
-    repo = str(Path(__file__).resolve().parent.parent)  # workers import hackathon/tasks from this checkout
+    repo = str(Path(__file__).resolve().parents[2])  # workers import hackathon/tasks from this checkout
     env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -208,8 +203,8 @@ class Role:
 def claim_role(task: str, overrides: Sequence[str], spec: str | None, run_dir, new: bool) -> Role | None:
     """None for launcher=local. Otherwise: coordinator if this process gets the run dir's coordinator
     lock (held until release() or the process ends, kill -9 included), else joiner."""
-    from hackathon.config import load_config
-    from hackathon.paths import default_run_dir
+    from hackathon.core.config import load_config
+    from hackathon.core.paths import default_run_dir
 
     cfg = load_config(task, spec, overrides)
     if launcher(cfg) != "torchrun":
@@ -232,7 +227,7 @@ def claim_role(task: str, overrides: Sequence[str], spec: str | None, run_dir, n
 
 def under_torchrun(ctx: RunContext, stages: list[Stage], echo: Callable[[str], None] = print) -> list[Stage]:
     """The coordinator's stage list: training stages replaced by 'start an agent for it and wait'."""
-    return [Stage(st.name, _coordinated(st, echo), st.config_keys, st.inputs) if is_training_stage(st, ctx.cfg)
+    return [dataclasses.replace(st, fn=_coordinated(st, echo)) if st.on_engine
             else st for st in stages]
 
 
@@ -289,13 +284,14 @@ def join_run(task: str, role: Role, overrides: Sequence[str] = (), spec: str | N
              echo: Callable[[str], None] = print, pipeline: Callable = pipeline_module,
              timeout: float = JOIN_WAIT_SECONDS) -> RunContext:
     """A joiner: start a local agent for each training stage the coordinator runs, until the run ends."""
-    from hackathon import gpus
-    from hackathon.config import load_config
+    from hackathon.core import gpus
+    from hackathon.core.config import load_config
 
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     cfg = load_config(task, spec, overrides)
     rd = role.run_dir
-    stages = {st.name: st for st in pipeline(task).build_stages(cfg) if is_training_stage(st, cfg)}
+    all_stages = pipeline(task).build_stages(cfg)
+    stages = {st.name: st for st in all_stages if st.on_engine}
     echo(f"joining the run in {rd} (another process coordinates it): waiting for its training stages")
     ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta={})
     joined: set[tuple[str, int]] = set()
@@ -312,7 +308,7 @@ def join_run(task: str, role: Role, overrides: Sequence[str] = (), spec: str | N
         endpoint = (meta["stages"][name].get("elastic") or {}).get("rdzv_endpoint")
         _wait_for_rendezvous_host(endpoint)
         ctx = WorkerContext(task=task, run_dir=rd, cfg=cfg, meta=meta, stage=name)
-        with gpus.run_device_locks(ctx, echo=echo):  # this machine's GPUs, while its agent trains
+        with gpus.run_device_locks(ctx, all_stages, echo=echo):  # this machine's GPUs, while its agent trains
             rc = run_agent(task, rd, stages[name], cfg, endpoint, echo)
         if rc != 0:
             raise HackathonError(f"This node's torchrun agent for stage {name} ended with exit code {rc}.",

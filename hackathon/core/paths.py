@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SPECS_DIR = REPO_ROOT / "specs"
 TASKS = ("asr", "tts", "detect")
 

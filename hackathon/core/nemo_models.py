@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 def restore_nemo(model_cls, path: str | Path, missing: str, missing_fix: str, trainer=None,

@@ -22,16 +22,16 @@ from typing import Callable, Sequence
 
 from rich.markup import escape
 
-from hackathon import ddp, elastic, gpus, registry
-from hackathon.atomic import atomic_write_text, read_json
-from hackathon.config import cfg_slice, load_config, to_yaml
-from hackathon.errors import HackathonError
-from hackathon.fingerprint import combine, obj_fingerprint, path_fingerprint
-from hackathon.logs import attach_run_log, detach_run_log, get_logger, redact
-from hackathon.paths import REPO_ROOT, current_user, default_run_dir
-from hackathon.progress import log_tail, stage_output
-# Stage, RunContext, ... live in hackathon.run_context; re-exported here for the pipelines and tests.
-from hackathon.run_context import (RunContext, Stage, config_hash, find_resumable_run,  # noqa: F401
+from hackathon.core import ddp, elastic, gpus, registry
+from hackathon.core.atomic import atomic_write_text, read_json
+from hackathon.core.config import cfg_slice, load_config, to_yaml
+from hackathon.core.errors import HackathonError
+from hackathon.core.fingerprint import combine, obj_fingerprint, path_fingerprint
+from hackathon.core.logs import attach_run_log, detach_run_log, get_logger, redact
+from hackathon.core.paths import REPO_ROOT, current_user, default_run_dir
+from hackathon.core.progress import log_tail, stage_output
+# Stage, RunContext, ... live in hackathon.core.run_context; re-exported here for the pipelines and tests.
+from hackathon.core.run_context import (RunContext, Stage, config_hash, find_resumable_run,  # noqa: F401
                                    pipeline_module)
 
 log = get_logger("hackathon.runner")
@@ -190,7 +190,7 @@ def _finish_team_records(ctx: RunContext, error: BaseException | None, echo: Cal
     except Exception as exc:
         log.warning("could not record the run in the registry: %s", exc)
     try:
-        from hackathon.report import write_run_report
+        from hackathon.core.report import write_run_report
 
         echo(f"report: {write_run_report(ctx.run_dir)}")
     except Exception:
@@ -203,7 +203,7 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
              echo: Callable[[str], None] = print) -> RunContext:
     """`hackathon run TASK`: resolve config, pick/create the run dir, run the task's stages."""
     # launcher=torchrun: rank variables around this process (a cluster's pod env) are not ours; the
-    # workers torchrun starts run hackathon.elastic_worker, never this function.
+    # workers torchrun starts run hackathon.core.elastic_worker, never this function.
     role = elastic.claim_role(task, overrides, spec, run_dir, new)  # None unless launcher=torchrun
     if role is not None and not role.coordinator:  # another process runs this run: add a node to it
         return elastic.join_run(task, role, overrides, spec, echo, pipeline=pipeline_module)
@@ -222,7 +222,7 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
     error: BaseException | None = None
     try:
         registry.record_run_start(ctx)
-        with gpus.run_device_locks(ctx, wait=wait, echo=echo):
+        with gpus.run_device_locks(ctx, stages, wait=wait, echo=echo):
             ctx.meta["status"] = "running"
             ctx.save_meta()
             registry.record_run_status(ctx)

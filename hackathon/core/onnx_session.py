@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 
 def providers(prefer_gpu: bool = True) -> list[str]:

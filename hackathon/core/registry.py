@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from hackathon.errors import HackathonError
-from hackathon.logs import get_logger
-from hackathon.paths import runs_root
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import get_logger
+from hackathon.core.paths import runs_root
 
 log = get_logger("hackathon.registry")
 

@@ -1,5 +1,5 @@
-"""One torchrun worker: `python -m torch.distributed.run ... --module hackathon.elastic_worker TASK RUN_DIR STAGE`
-(started by hackathon/elastic.py, never by hand).
+"""One torchrun worker: `python -m torch.distributed.run ... --module hackathon.core.elastic_worker TASK RUN_DIR STAGE`
+(started by hackathon/core/elastic.py, never by hand).
 
 The worker reads everything from the run dir (config.yaml, meta.json, the stage's launch file), fits the
 stage's trainer settings to the world torchrun gave it (devices = LOCAL_WORLD_SIZE, num_nodes =
@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from hackathon.atomic import read_json
-from hackathon.errors import HackathonError
-from hackathon.run_context import RunContext, WorkerContext, pipeline_module
+from hackathon.core.atomic import read_json
+from hackathon.core.errors import HackathonError
+from hackathon.core.run_context import RunContext, WorkerContext, pipeline_module
 
-FIT_STATE_FILE = "fit.json"  # hackathon.training's per-folder key file: written at every start, not progress
+FIT_STATE_FILE = "fit.json"  # hackathon.core.training's per-folder key file: written at every start, not progress
 
 
 class RankZeroContext(RunContext):
@@ -51,16 +51,11 @@ def fit_to_world(cfg, stage, world_size: int, local_world_size: int, local_rank:
         raise HackathonError(f"World size {world_size} is not a multiple of the {local_world_size} workers per node.",
                              fix="Give every node the same elastic.nproc_per_node (and trainer.devices).")
     on_gpu = torch.cuda.is_available()
-    for key in stage.config_keys:
-        node = OmegaConf.select(cfg, key)
-        trainer = node if key == "trainer" else (node.get("trainer") if OmegaConf.is_dict(node) else None)
-        if OmegaConf.is_dict(trainer):
-            with open_dict(trainer):
-                trainer.accelerator = "gpu" if on_gpu else "cpu"
-                trainer.devices = local_world_size
-                trainer.num_nodes = world_size // local_world_size
-        if key == "torch" and OmegaConf.is_dict(node) and "device" in node:  # detect's own loop
-            node.device = f"cuda:{local_rank}" if on_gpu else "cpu"
+    trainer = OmegaConf.select(cfg, stage.trainer)
+    with open_dict(trainer):
+        trainer.accelerator = "gpu" if on_gpu else "cpu"
+        trainer.devices = local_world_size
+        trainer.num_nodes = world_size // local_world_size
 
 
 def checkpointed_since(run_dir: Path, reference: Path) -> bool:
@@ -78,8 +73,8 @@ def env_int(name: str, default: int = 0) -> int:
 def main(argv: list[str]) -> int:
     from omegaconf import OmegaConf
 
-    from hackathon.elastic import launch_file
-    from hackathon.logs import attach_run_log
+    from hackathon.core.elastic import launch_file
+    from hackathon.core.logs import attach_run_log
 
     task, run_dir, stage_name = argv[0], Path(argv[1]).resolve(), argv[2]
     rank, world = env_int("RANK"), env_int("WORLD_SIZE", 1)

@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from hackathon.errors import HackathonError
+from hackathon.core.errors import HackathonError
 
 SOCKET = Path("/var/run/docker.sock")
 

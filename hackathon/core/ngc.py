@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hackathon.errors import HackathonError
-from hackathon.logs import get_logger, redact, register_secret
+from hackathon.core.errors import HackathonError
+from hackathon.core.logs import get_logger, redact, register_secret
 
 log = get_logger("hackathon.ngc")
 NGC_USER = "$oauthtoken"  # NGC's fixed user name for API-key logins

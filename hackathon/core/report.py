@@ -19,8 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from hackathon.atomic import atomic_write_json, atomic_write_text, read_json
-from hackathon.logs import get_logger, redact
+from hackathon.core.atomic import atomic_write_json, atomic_write_text, read_json
+from hackathon.core.logs import get_logger, redact
 
 log = get_logger("hackathon.report")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.atomic import atomic_write_json
+from hackathon.core.atomic import atomic_write_json
 
 CHECK_NAME = "export_check.json"
 
@@ -21,7 +21,7 @@ def write_check(export_dir: str | Path, check: dict) -> Path:
 
 def record_check(ctx, check: dict, metrics: dict) -> None:
     """metrics.json keys + one 'Export parity' table in report_assets.json (replaced on a re-run)."""
-    from hackathon.report import add_report_assets
+    from hackathon.core.report import add_report_assets
 
     ctx.write_metrics(metrics)
     rows = [{"measure": f"max |{check['framework']} - onnxruntime| {name}", "value": value}

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from hackathon.errors import HackathonError
-from hackathon.paths import SPECS_DIR, spec_path
+from hackathon.core.errors import HackathonError
+from hackathon.core.paths import SPECS_DIR, spec_path
 
 
 def resolve_spec_file(task: str, spec: str | None) -> Path:
