@@ -56,6 +56,8 @@ from hackathon.core.progress import lightning_callback
 log = get_logger("hackathon.training")
 
 LAST_NAME = "last.ckpt"
+# Keys of a spec's trainer section that are ours (the one spec vocabulary), not lightning.pytorch.Trainer's.
+ENGINE_KEYS = ("batch_size", "lr")
 FIT_STATE_FILE = "fit.json"  # the key the checkpoints in this folder belong to
 # Duplicates of the last checkpoint that Lightning's version counter or NeMo's exp_manager create.
 _DUPLICATE_LAST = re.compile(r"(^last-v\d+\.ckpt$)|(.+-last\.ckpt$)|(.+-last-v\d+\.ckpt$)")
@@ -188,6 +190,8 @@ def trainer_settings(trainer_cfg: Mapping | Any) -> dict:
 
     settings = OmegaConf.to_container(trainer_cfg, resolve=True) if OmegaConf.is_config(trainer_cfg) \
         else dict(trainer_cfg or {})
+    for key in ENGINE_KEYS:
+        settings.pop(key, None)
     has_gpu = torch.cuda.is_available()
     accelerator = settings.get("accelerator", "auto")
     if accelerator in ("gpu", "cuda") and not has_gpu:
@@ -309,6 +313,7 @@ def fit_resumable(ctx, build_model: Callable[[Any, int], Any], trainer_cfg, batc
                        cut_by_time=stopped_by_time_limit(trainer))
     ctx.record(checkpoint_dir=str(ckpt_dir), best_checkpoint=str(best) if best else None, best_score=best_score,
                fit_attempts=attempts, cut_by_time=result.cut_by_time)
+    ctx.write_metrics({f"{ctx.stage or name}_cut_by_time": result.cut_by_time})  # one flag name for every model
     if result.cut_by_time:
         warning = (f"WARNING: {name} training was CUT SHORT by the wall-clock safety trainer.max_time "
                    f"after {trainer.global_step} steps / {trainer.current_epoch} epochs (budget: max_steps "

@@ -84,7 +84,6 @@ def fastpitch_stage(ctx) -> None:
     ctx.write_metrics({"fastpitch_params": n_params, "fastpitch_steps": int(result.trainer.global_step),
                        "fastpitch_epochs": int(result.trainer.current_epoch),
                        "fastpitch_max_steps": int(result.trainer.max_steps),
-                       "fastpitch_cut_by_time": result.cut_by_time,
                        "fastpitch_train_seconds": round(result.seconds, 1)})
 
 
