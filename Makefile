@@ -14,9 +14,11 @@ demo: setup
 	.venv/bin/hackathon run all
 	.venv/bin/hackathon score
 
-# The test suite. The docker engine is started first where root/sudo allows; with CI=true the
-# docker-engine tests must run (no engine = failure), elsewhere they are skipped and counted in one line.
+# The test suite. First the layer contracts (import-linter, pyproject.toml [tool.importlinter]). The docker
+# engine is started where root/sudo allows; with CI=true the docker-engine tests must run (no engine =
+# failure), elsewhere they are skipped and counted in one line.
 test: setup
+	.venv/bin/lint-imports --no-cache
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ensure_dockerd.sh; \
 	else bash scripts/ensure_dockerd.sh || echo "make test: no docker engine; its tests will be skipped"; fi
 	.venv/bin/python -m pytest -q -ra

@@ -16,7 +16,7 @@ from typing import Any
 
 from hackathon.core.atomic import atomic_write_text
 from hackathon.core.paths import TASKS
-from hackathon.core.registry import list_runs
+from hackathon.core.registry import backend_comparison, list_runs, metric_number as _number
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,6 @@ COMPETITION_METRICS: dict[str, tuple[Criterion, ...]] = {
     "tts": (Criterion("dnsmos_ovrl", higher_is_better=True), Criterion("pesq_wb", higher_is_better=True)),
     "detect": (Criterion("map50", higher_is_better=True),),
 }
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if value == value else None  # NaN never wins
 
 
 def _rank_key(run: dict, criteria: tuple[Criterion, ...]) -> tuple:
@@ -68,41 +62,6 @@ def best_runs(runs: list[dict] | None = None) -> list[dict]:
                 "metrics": best["metrics"]},
         })
     return board
-
-
-# ----------------------------------------------------------------------------- ASR backends side by side
-
-ASR_DEFAULT_BACKEND = "nemo"  # runs scored before metrics.json named its backend
-
-
-def backend_comparison(runs: list[dict] | None = None, data_fingerprint: str | None = None) -> list[dict]:
-    """ASR: per data fingerprint that more than one backend has scored (or only `data_fingerprint`),
-    the best CER of each backend side by side: {data, <backend> cer, <backend> run, ...}."""
-    from hackathon.core.registry import short_run_dir
-
-    runs = list_runs(task="asr") if runs is None else [r for r in runs if r["task"] == "asr"]
-    best: dict[str, dict[str, dict]] = {}
-    for r in runs:
-        fp, cer = r.get("data_fingerprint"), _number(r["metrics"].get("cer"))
-        if not fp or cer is None or (data_fingerprint is not None and fp != data_fingerprint):
-            continue
-        backend = str(r["metrics"].get("backend") or ASR_DEFAULT_BACKEND)
-        held = best.setdefault(fp, {}).get(backend)
-        if held is None or cer < held["cer"]:
-            best[fp][backend] = {"cer": cer, "run": short_run_dir(r["run_dir"]),
-                                 "zero_shot_cer": _number(r["metrics"].get("zero_shot_cer"))}
-    rows = []
-    for fp, per_backend in sorted(best.items()):
-        if data_fingerprint is None and len(per_backend) < 2:
-            continue
-        row: dict[str, Any] = {"data": fp[:12]}
-        for backend, b in sorted(per_backend.items()):
-            row[f"{backend} cer"] = round(b["cer"], 4)
-            if b["zero_shot_cer"] is not None:
-                row[f"{backend} zero-shot cer"] = round(b["zero_shot_cer"], 4)
-            row[f"{backend} run"] = b["run"]
-        rows.append(row)
-    return rows
 
 
 def print_backend_comparison(console, runs: list[dict] | None = None) -> list[dict]:

@@ -117,8 +117,7 @@ def backend_name(ctx) -> str:
 
 def backends_on_same_data(ctx, cer: float) -> list[dict]:
     """This run's CER beside the best registered run of each ASR backend on the same data fingerprint."""
-    from hackathon.core.registry import list_runs
-    from hackathon.scoreboard import backend_comparison
+    from hackathon.core.registry import backend_comparison, list_runs
 
     fp = ctx.meta.get("data_fingerprint")
     if not fp:
