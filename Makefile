@@ -14,11 +14,12 @@ demo: setup
 	.venv/bin/hackathon run all
 	.venv/bin/hackathon score
 
-# The test suite. First the layer contracts (import-linter, pyproject.toml [tool.importlinter]). The docker
-# engine is started where root/sudo allows; with CI=true the docker-engine tests must run (no engine =
-# failure), elsewhere they are skipped and counted in one line.
+# The test suite. First the layer contracts (import-linter) and declared = imported (deptry), both configured
+# in pyproject.toml. The docker engine is started where root/sudo allows; with CI=true the docker-engine
+# tests must run (no engine = failure), elsewhere they are skipped and counted in one line.
 test: setup
 	.venv/bin/lint-imports --no-cache
+	.venv/bin/deptry .
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ensure_dockerd.sh; \
 	else bash scripts/ensure_dockerd.sh || echo "make test: no docker engine; its tests will be skipped"; fi
 	.venv/bin/python -m pytest -q -ra

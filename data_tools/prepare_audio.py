@@ -30,6 +30,7 @@ from data_tools.manifest import ManifestEntry, write_manifest
 from data_tools.tts_clean import NOISY_SNR_DB, clean_tts_clip, dataset_rate_note, frame_energies_db, rate_mismatch
 from hackathon.core.atomic import atomic_write_json, read_json
 from hackathon.core.errors import HackathonError
+from hackathon.core.text import is_cjk
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".wma", ".webm", ".aiff", ".aif"}
 TRANSCRIPT_EXTENSIONS = {".txt", ".lab", ".csv", ".tsv", ".json", ".jsonl"}
@@ -273,13 +274,9 @@ def _side_transcript(clip: Path) -> tuple[str | None, bool]:
 
 # ---------------------------------------------------------------- text checks
 
-def _is_cjk(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
-
-
 def default_vocabulary_ok(ch: str, task: str) -> bool:
     """Chinese characters, ASCII letters and digits, space, apostrophe (+ sentence punctuation for TTS)."""
-    return _is_cjk(ch) or (ch.isascii() and (ch.isalnum() or ch in " '")) or (task == "tts" and ch in TTS_PUNCTUATION)
+    return is_cjk(ch) or (ch.isascii() and (ch.isalnum() or ch in " '")) or (task == "tts" and ch in TTS_PUNCTUATION)
 
 
 def normalize_transcript(text: str, task: str) -> str:

@@ -1,3 +1,14 @@
-"""hackathon: raw recordings and images to scored models (ASR, TTS, face-mask detection)."""
+"""hackathon: raw recordings and images to scored models (ASR, TTS, face-mask detection).
+
+`hackathon.run("asr", overrides={...})` runs a pipeline from Python (hackathon/api.py); it is imported on
+first use, so `import hackathon` stays instant."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in ("run", "Run"):
+        from hackathon import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'hackathon' has no attribute {name!r}")

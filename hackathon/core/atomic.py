@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from hackathon.core.errors import HackathonError
+
 
 def _default_mode(target: Path) -> int:
     """The mode a plain open() would give: the target's current mode, else 0666 minus the umask.
@@ -74,6 +76,21 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
     if not path.exists():
         return default
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list:
+    """The rows of a JSONL file (blank lines skipped); [] for a missing file when missing_ok."""
+    path = Path(path)
+    if missing_ok and not path.is_file():
+        return []
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            rows += [json.loads(line)] if line.strip() else []
+        except json.JSONDecodeError as exc:
+            raise HackathonError(f"{path}:{lineno}: broken JSON ({exc.msg} at column {exc.colno})",
+                                 fix="each line must be one JSON object: fix or delete that line") from exc
+    return rows
 
 
 @contextlib.contextmanager

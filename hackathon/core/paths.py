@@ -36,3 +36,16 @@ def default_run_dir(task: str) -> Path:
 
 def spec_path(task: str, name: str = "demo") -> Path:
     return SPECS_DIR / task / f"{name}.yaml"
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """A path the user wrote (spec, override, CLI): `~` expanded, a relative one taken from the working directory."""
+    p = Path(str(path)).expanduser()
+    return p if p.is_absolute() else Path.cwd() / p
+
+
+def data_sources(source) -> list[Path]:
+    """`data.source` of any task as paths: [] for null (the demo), one path, or a list of them."""
+    if source is None or source == "":
+        return []
+    return [user_path(s) for s in ([source] if isinstance(source, (str, os.PathLike)) else list(source))]

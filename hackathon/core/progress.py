@@ -5,8 +5,8 @@
   processes all write there. `set_verbose(True)` (`hackathon run -v`) also streams it to the terminal.
 - `terminal()`: a rich Console on a copy of the original stdout, taken before any redirection: the only
   way stage lines and bars reach the user while a stage's output is redirected.
-- `bar(description, total)`: one progress bar (rich on a tty; on CI / `| tee`, a plain line at every
-  quarter and at least once a minute). `track()` wraps an iterable; `lightning_callback()` drives a bar
+- `bar(description, total)`: one progress bar (rich on a tty or in Jupyter with ipywidgets; on CI / `| tee`
+  / a notebook without ipywidgets, a plain line at every quarter and at least once a minute). `track()` wraps an iterable; `lightning_callback()` drives a bar
   from any Lightning fit (epoch, step, loss, validation metric). Every trainer and long data step uses these.
 """
 
@@ -27,16 +27,17 @@ PLAIN_EVERY_S = 60.0  # non-tty: a progress line at least this often (plus one p
 
 
 def terminal():
-    """Rich Console writing to the terminal the command was started on (a dup of fd 1 made once)."""
+    """Rich Console writing to the terminal the command was started on (a dup of fd 1 made once); in a
+    Jupyter kernel, to the cell (the kernel's sys.stdout: its fd 1 is the server's log, not the notebook)."""
     if _state["console"] is None:
         from rich.console import Console
 
-        try:
-            sys.stdout.flush()
-            stream = os.fdopen(os.dup(sys.__stdout__.fileno()), "w", buffering=1, encoding="utf-8",
-                               errors="replace")
-        except (AttributeError, OSError, ValueError):  # no real stdout (embedded): use whatever there is
-            stream = sys.stdout
+        stream = sys.stdout  # in a notebook; also where there is no real stdout (embedded)
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            if not Console().is_jupyter:
+                sys.stdout.flush()
+                stream = os.fdopen(os.dup(sys.__stdout__.fileno()), "w", buffering=1, encoding="utf-8",
+                                   errors="replace")
         _state["console"] = Console(file=stream, highlight=False, soft_wrap=True)
     return _state["console"]
 
@@ -51,6 +52,13 @@ def bar_console():
 
         _state["stderr"] = Console(stderr=True, highlight=False, soft_wrap=True)
     return _state["stderr"]
+
+
+def live_bars(console) -> bool:
+    """Rich bars on a terminal, and in Jupyter where ipywidgets can draw them; else plain progress lines."""
+    import importlib.util
+
+    return importlib.util.find_spec("ipywidgets") is not None if console.is_jupyter else console.is_terminal
 
 
 def set_verbose(verbose: bool) -> None:
@@ -150,7 +158,7 @@ class Bar:
         self._last_line_t = 0.0
         self._last_quarter = -1
         self._console = console = bar_console()
-        if console.is_terminal:
+        if live_bars(console):
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
 

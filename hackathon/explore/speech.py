@@ -12,15 +12,10 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
+from hackathon.core.atomic import read_jsonl
 from hackathon.core.errors import HackathonError
 
 SPLITS = ("train", "val", "test")
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _manifest_rows(path: Path, split: str | None) -> list[dict]:
@@ -50,8 +45,8 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
     vocab = run_dir / "model" / "vocabulary.json"
     if vocab.is_file():
         extras["vocabulary"] = json.loads(vocab.read_text(encoding="utf-8")).get("vocabulary")
-    index = _jsonl(run_dir / "synth" / "index.jsonl")
-    scores = {r["id"]: r for r in _jsonl(run_dir / "eval" / "scores.jsonl")}
+    index = read_jsonl(run_dir / "synth" / "index.jsonl", missing_ok=True)
+    scores = {r["id"]: r for r in read_jsonl(run_dir / "eval" / "scores.jsonl", missing_ok=True)}
     for item in index:  # TTS: synthesized vs recorded, keyed by the reference recording
         s = scores.get(item["id"], {})
         extras["tts"][str(Path(item["reference"]).resolve())] = {
@@ -64,7 +59,7 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
 def predictions_by_audio(run_dir: Path) -> dict[str, dict]:
     """An ASR run's predictions.jsonl keyed by resolved audio path: {pred, cer, wer}."""
     out = {}
-    for p in _jsonl(run_dir / "predictions.jsonl"):
+    for p in read_jsonl(run_dir / "predictions.jsonl", missing_ok=True):
         if "pred_text" not in p:
             continue
         wer = p["word_errors"] / p["ref_words"] if p.get("ref_words") else None

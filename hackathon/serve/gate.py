@@ -7,31 +7,13 @@ deployed repository's gate model.py imports this module too).
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
+from hackathon.core.text import cer, spoken_chars
+
 NO_FACE = "no_face"
-
-
-def spoken_chars(text: str) -> str:
-    """Characters that are spoken: punctuation and spaces removed, Latin lower-cased."""
-    return "".join(ch for ch in text.lower() if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
-
-
-def cer(reference: str, hypothesis: str) -> float:
-    """Character error rate of `hypothesis` against `reference` (both compared as spoken characters)."""
-    ref, hyp = spoken_chars(reference), spoken_chars(hypothesis)
-    if not ref:
-        return float(bool(hyp))
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / len(ref)
 
 
 def top_face_class(scores, labels, min_score: float) -> str:
@@ -56,7 +38,7 @@ class Decision:
 
 def decide(transcript: str, scores, labels, name: str, gate_cfg) -> Decision:
     """Admit when the pass phrase was said (CER within gate.max_cer) and the top face wears the admit class."""
-    error = cer(str(gate_cfg["pass_phrase"]), transcript)
+    error = cer(spoken_chars(str(gate_cfg["pass_phrase"])), spoken_chars(transcript))
     phrase_ok = error <= float(gate_cfg["max_cer"])
     mask = top_face_class(scores, labels, float(gate_cfg["min_face_score"]))
     admit = phrase_ok and mask == str(gate_cfg["admit_class"])

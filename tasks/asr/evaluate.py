@@ -17,20 +17,15 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-from hackathon.core.atomic import atomic_path, atomic_write_jsonl
+from hackathon.core.atomic import atomic_path, atomic_write_jsonl, read_jsonl
 from hackathon.core.report import add_report_assets
+from hackathon.core.text import corpus_rate, edit_distance, error_rate
 from tasks.asr.model import read_vocabulary_report, restore_model
 from tasks.asr.prepare import manifest_path, read_summary
 from tasks.asr.train import TRAINED_MODEL
 
 PREDICTIONS_FILE = "predictions.jsonl"
 WORST_AUDIO_DIR = "report/worst"
-
-
-def edit_distance(ref, hyp) -> int:
-    import editdistance
-
-    return int(editdistance.eval(list(ref), list(hyp)))
 
 
 def word_units(text: str, language: str) -> list[str]:
@@ -47,17 +42,14 @@ def score_utterance(ref: str, hyp: str, language: str) -> dict:
 
 
 def aggregate(rows: list[dict]) -> dict:
-    chars = sum(r["ref_chars"] for r in rows)
-    words = sum(r["ref_words"] for r in rows)
-    return {"cer": sum(r["char_errors"] for r in rows) / chars if chars else None,
-            "wer": sum(r["word_errors"] for r in rows) / words if words else None}
+    return {"cer": corpus_rate(rows, "char_errors", "ref_chars"), "wer": corpus_rate(rows, "word_errors", "ref_words")}
 
 
 def score_predictions(items: list[dict], language: str) -> list[dict]:
     rows = []
     for item in items:
         s = score_utterance(item["text"], item["pred_text"], language)
-        rows.append({**item, **s, "cer": s["char_errors"] / s["ref_chars"] if s["ref_chars"] else float(s["char_errors"] > 0)})
+        rows.append({**item, **s, "cer": error_rate(s["char_errors"], s["ref_chars"])})
     return rows
 
 
@@ -104,10 +96,7 @@ def evaluate_stage(ctx) -> None:
 
 def read_predictions(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(scored utterances, clips that could not be transcribed) from predictions.jsonl."""
-    import json
-
-    lines = (run_dir / PREDICTIONS_FILE).read_text(encoding="utf-8").splitlines()
-    all_rows = [json.loads(line) for line in lines if line.strip()]
+    all_rows = read_jsonl(run_dir / PREDICTIONS_FILE)
     return [r for r in all_rows if r.get("pred_text") is not None], [r for r in all_rows if r.get("pred_text") is None]
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hackathon.core.atomic import atomic_write_json, read_json
 from hackathon.core.errors import HackathonError
+from hackathon.core.paths import data_sources, user_path
 from tasks.asr import vocabulary as vocab_tools
 
 SPLITS = ("train", "val", "test")
@@ -30,8 +31,7 @@ def manifest_path(run_dir: Path, split: str) -> Path:
 
 def source_inputs(ctx) -> list[Path]:
     """External inputs of the prepare stage (for its fingerprint): the user's folder/manifest."""
-    source = ctx.cfg.data.source
-    return [Path(str(source)).expanduser()] if source else []
+    return data_sources(ctx.cfg.data.source)
 
 
 # ---------------------------------------------------------------- sources
@@ -48,7 +48,7 @@ def user_split_manifests(ctx) -> dict[str, Path]:
     """The user's folder/manifest -> validated, resampled clips -> train/val/test manifests."""
     from data_tools.prepare_audio import prepare_audio_for_task
 
-    source = Path(str(ctx.cfg.data.source)).expanduser()
+    source = user_path(ctx.cfg.data.source)
     if not source.exists():
         raise HackathonError(f"data.source {source} does not exist.",
                              fix="Point data.source at a folder of audio + transcripts or a NeMo manifest, "

@@ -13,13 +13,9 @@ import unicodedata
 from collections import Counter
 from typing import Iterable, Mapping, Sequence
 
+from hackathon.core.text import is_cjk
+
 _SPACES = re.compile(r"\s+")
-
-
-def is_cjk(ch: str) -> bool:
-    """Han ideographs (CJK Unified + Extension A + Compatibility)."""
-    cp = ord(ch)
-    return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF
 
 
 def detect_language(texts: Iterable[str]) -> str:

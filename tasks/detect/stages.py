@@ -15,7 +15,7 @@ from pathlib import Path
 from hackathon.core.atomic import read_json
 from hackathon.core.errors import HackathonError
 from hackathon.core.fingerprint import file_sha256
-from hackathon.core.paths import REPO_ROOT, demo_data_root
+from hackathon.core.paths import REPO_ROOT, data_sources, demo_data_root, user_path
 
 SPLITS = ("train", "val", "test")
 
@@ -45,25 +45,12 @@ def add_report_assets(ctx, images: list[dict] = (), tables: list[dict] = (), pre
     add(ctx.run_dir, images=images, tables=tables, prefix=prefix)
 
 
-def _resolve(p: str) -> Path:
-    path = Path(str(p)).expanduser()
-    return path if path.is_absolute() else (Path.cwd() / path)
-
-
-def data_sources(cfg) -> list[Path]:
-    src = cfg.data.source
-    if src is None or src == "":
-        return []
-    items = [src] if isinstance(src, str) else list(src)
-    return [_resolve(s) for s in items]
-
-
 def aliases_file(cfg) -> Path | None:
     a = cfg.data.get("aliases")
     if not a:
         return None
     p = Path(str(a))
-    return p if p.is_absolute() else (REPO_ROOT / p if (REPO_ROOT / p).exists() else _resolve(str(a)))
+    return p if p.is_absolute() else (REPO_ROOT / p if (REPO_ROOT / p).exists() else user_path(a))
 
 
 def demo_dir(cfg) -> Path:
@@ -79,7 +66,7 @@ def prepare(ctx) -> None:
     from data_tools.detection.synth_masks import synth_masks
 
     cfg = ctx.cfg
-    sources = data_sources(cfg)
+    sources = data_sources(cfg.data.source)
     if not sources:
         d = cfg.demo
         ctx.log.info("data.source is null: using the synthetic face-mask demo (%d images)", d.num_images)
@@ -156,7 +143,7 @@ def shared_stages():
     from hackathon.core.runner import Stage
 
     return [
-        Stage("prepare", prepare, "data", config_keys=("data", "demo", "seed"), inputs=lambda ctx: data_sources(ctx.cfg)),
+        Stage("prepare", prepare, "data", config_keys=("data", "demo", "seed"), inputs=lambda ctx: data_sources(ctx.cfg.data.source)),
         Stage("split", split, "data", config_keys=("split", "seed")),
         Stage("balance", balance, "data", config_keys=("balance", "seed")),
         Stage("export", export, "export", config_keys=("export",)),

@@ -29,12 +29,13 @@ import re
 import subprocess
 import sys
 import time
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 
+from hackathon.core.atomic import read_jsonl
 from hackathon.core.errors import HackathonError
+from hackathon.core.text import align_errors, corpus_rate, spoken_chars
 
 EVAL_RATE = 16000
 NAME_PATTERN = re.compile(r"^[^，,]+[，,](?P<name>[^，,。]+)[，,]")  # "<greeting>，<name>，..." (the demo sentence)
@@ -112,50 +113,17 @@ def pesq_wb(reference16: np.ndarray, degraded16: np.ndarray) -> float:
 
 # ---------------------------------------------------------------- text metrics
 
-def normalize_for_cer(text: str) -> str:
-    """Characters that are spoken: punctuation and spaces removed, Latin lower-cased."""
-    return "".join(ch for ch in text.lower() if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
-
-
 def name_span(text: str) -> tuple[int, int] | None:
-    """(start, end) of the name inside normalize_for_cer(text), for sentences shaped like the demo's."""
+    """(start, end) of the name inside spoken_chars(text), for sentences shaped like the demo's."""
     m = NAME_PATTERN.match(text)
     if not m:
         return None
-    start = len(normalize_for_cer(text[:m.start("name")]))
-    return start, start + len(normalize_for_cer(m.group("name")))
-
-
-def align_errors(ref: str, hyp: str) -> tuple[list[int], list[str]]:
-    """Levenshtein alignment. Returns (errors charged to each reference character — substitution/deletion
-    of it, plus insertions just before it — and the hypothesis text aligned to each reference character)."""
-    n, m = len(ref), len(hyp)
-    d = np.zeros((n + 1, m + 1), dtype=np.int32)
-    d[:, 0] = np.arange(n + 1)
-    d[0, :] = np.arange(m + 1)
-    for i in range(1, n + 1):
-        for j in range(1, m + 1):
-            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]))
-    errors, aligned = [0] * (n + 1), [""] * (n + 1)  # index n collects trailing insertions
-    i, j = n, m
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and d[i, j] == d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
-            errors[i - 1] += int(ref[i - 1] != hyp[j - 1])
-            aligned[i - 1] = hyp[j - 1] + aligned[i - 1]
-            i, j = i - 1, j - 1
-        elif i > 0 and d[i, j] == d[i - 1, j] + 1:
-            errors[i - 1] += 1
-            i -= 1
-        else:
-            errors[min(i, n)] += 1
-            aligned[min(i, n)] = hyp[j - 1] + aligned[min(i, n)]
-            j -= 1
-    errors[n - 1 if n else 0] += errors[n] if n else 0
-    return errors[:n], aligned[:n]
+    start = len(spoken_chars(text[:m.start("name")]))
+    return start, start + len(spoken_chars(m.group("name")))
 
 
 def text_scores(reference: str, hypothesis: str) -> dict:
-    ref, hyp = normalize_for_cer(reference), normalize_for_cer(hypothesis)
+    ref, hyp = spoken_chars(reference), spoken_chars(hypothesis)
     errors, aligned = align_errors(ref, hyp)
     out = {"hyp": hyp, "ref": ref, "errors": int(sum(errors)), "ref_chars": len(ref)}
     span = name_span(reference)
@@ -175,8 +143,7 @@ def score_clips(run_dir: Path, judge: Path | None, alignment: str) -> list[dict]
     from data_tools.audio import read_audio, to_mono
     from hackathon.core.atomic import atomic_write_jsonl
 
-    index = [json.loads(line) for line in (run_dir / "synth" / "index.jsonl").read_text(encoding="utf-8").splitlines()
-             if line.strip()]
+    index = read_jsonl(run_dir / "synth" / "index.jsonl")
     rows = []
     for item in index:
         audio, native = {}, {}
@@ -268,11 +235,10 @@ def aggregate(rows: list[dict]) -> dict:
         scored = [r[key] for r in rows if key in r]
         if not scored:
             continue
-        metrics[f"{prefix}_cer"] = round(sum(s["errors"] for s in scored) / max(1, sum(s["ref_chars"] for s in scored)), 4)
+        metrics[f"{prefix}_cer"] = round(corpus_rate(scored, "errors", "ref_chars") or 0.0, 4)
         named = [s for s in scored if "name" in s]
         if named:
-            metrics[f"{prefix}_cer_fixed"] = round(
-                sum(s["fixed_errors"] for s in named) / max(1, sum(s["fixed_chars"] for s in named)), 4)
+            metrics[f"{prefix}_cer_fixed"] = round(corpus_rate(named, "fixed_errors", "fixed_chars") or 0.0, 4)
             metrics["name_exact_rate" if prefix == "asr" else "reference_name_exact_rate"] = round(
                 sum(s["name_exact"] for s in named) / len(named), 4)
     return metrics
@@ -302,15 +268,13 @@ def save_mel_image(target: np.ndarray, predicted: np.ndarray, title: str, path: 
 def score_stage(ctx) -> None:
     from hackathon.core.report import add_report_assets
 
-    rows = [json.loads(line) for line in ctx.path("eval", "scores.jsonl").read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = read_jsonl(ctx.path("eval", "scores.jsonl"))
     if not rows:
         raise HackathonError(f"{ctx.path('eval', 'scores.jsonl')} is empty.", fix="Re-run: hackathon run tts --from evaluate")
     metrics = {**dict.fromkeys(ASR_KEYS), **aggregate(rows), "vocoder": str(ctx.cfg.vocoder),
                "pesq_alignment": str(ctx.cfg.evaluate.pesq_alignment)}  # None: not measured in this run
     ctx.write_metrics(metrics)
-    index = {json.loads(line)["id"]: json.loads(line)
-             for line in ctx.path("synth", "index.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()}
+    index = {item["id"]: item for item in read_jsonl(ctx.path("synth", "index.jsonl"))}
     assets = {"images": [], "audio": [], "tables": []}
     for n, row in enumerate(rows):
         item = index[row["id"]]

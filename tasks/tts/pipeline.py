@@ -7,6 +7,7 @@ one module per stage; heavy imports (NeMo, torch, onnxruntime) happen inside the
 
 from __future__ import annotations
 
+from hackathon.core.paths import data_sources
 from hackathon.core.runner import Stage
 
 
@@ -72,10 +73,7 @@ def _score(ctx):
 
 def _source_inputs(ctx):
     """The user's data folder (content of its manifests decides whether prepare re-runs)."""
-    from pathlib import Path
-
-    src = ctx.cfg.data.source
-    return [Path(src)] if src else []
+    return data_sources(ctx.cfg.data.source)
 
 
 def _model_config_inputs(section: str):

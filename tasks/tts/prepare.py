@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hackathon.core.errors import HackathonError
+from hackathon.core.paths import user_path
 
 SPLITS = ("train", "val", "test")
 
@@ -27,7 +28,7 @@ def given_split_manifests(cfg) -> dict[str, Path] | None:
 
         root = ensure_demo_speech("tts", seed=int(cfg.data.demo_seed))
     else:
-        root = Path(str(cfg.data.source)).expanduser()
+        root = user_path(cfg.data.source)
         if not root.exists():
             raise HackathonError(f"data.source {root} does not exist.",
                                  fix="Point data.source at a folder of recordings + transcripts, a NeMo manifest, "
@@ -54,7 +55,7 @@ def prepared_splits(ctx) -> dict[str, Path]:
         return {split: clean_split(path, ctx.dir("data", split), cfg) for split, path in given.items()}
     from data_tools.prepare_audio import prepare_audio_for_task
 
-    return prepare_audio_for_task(Path(str(cfg.data.source)).expanduser(), ctx.dir("data", "source"), task="tts",
+    return prepare_audio_for_task(user_path(cfg.data.source), ctx.dir("data", "source"), task="tts",
                                   sample_rate=int(cfg.data.sample_rate), clean=bool(cfg.data.clean),
                                   seed=int(cfg.data.demo_seed))
 

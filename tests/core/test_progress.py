@@ -67,3 +67,33 @@ def test_log_tail(tmp_path):
     assert log_tail(p, 3) == ["line 37", "line 38", "line 39"] and log_tail(tmp_path / "missing.log") == []
     p.write_text("old attempt\n==== 2026-01-01 stage start\nnew 1\nnew 2\n")
     assert log_tail(p) == ["new 1", "new 2"]  # the latest attempt only
+
+
+def test_bars_on_a_terminal_plain_lines_elsewhere_and_the_notebook_cell(monkeypatch):
+    """Terminal: rich bars. Pipe/CI: plain lines. Jupyter (an IPython kernel, no tty): the console writes to the
+    kernel's sys.stdout (the cell), rich bars when ipywidgets can draw them, plain lines when it is missing."""
+    import builtins
+    import importlib.util
+    import io
+
+    from rich.console import Console
+
+    from hackathon.core import progress
+
+    assert progress.live_bars(Console(file=io.StringIO(), force_terminal=True))
+    assert not progress.live_bars(Console(file=io.StringIO()))
+    notebook = Console(file=io.StringIO(), force_jupyter=True)
+    real_find_spec = importlib.util.find_spec
+    for widgets in (True, False):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: (object() if widgets else None)
+                            if name == "ipywidgets" else real_find_spec(name, *a))
+        assert progress.live_bars(notebook) is widgets
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+
+    ZMQInteractiveShell = type("ZMQInteractiveShell", (), {})  # what ipykernel's get_ipython() returns
+    cell = io.StringIO()
+    monkeypatch.setattr(builtins, "get_ipython", ZMQInteractiveShell, raising=False)
+    monkeypatch.setattr(sys, "stdout", cell)
+    monkeypatch.setitem(progress._state, "console", None)
+    console = progress.terminal()
+    assert console.is_jupyter and console.file is cell and not console.is_terminal

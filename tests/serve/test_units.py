@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hackathon.serve.gate import cer, decide, top_face_class
+from hackathon.core.text import cer, spoken_chars
+from hackathon.serve.gate import decide, top_face_class
 from hackathon.serve.inputs import BadInput, decode_request
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def test_bad_requests_name_the_input(cfg, model, inputs, words):
 
 
 def test_cer_and_top_face():
-    assert cer("你好大白请让我进入小区", "你好，大白请让我进入小区。") == 0
+    assert cer("你好大白请让我进入小区", spoken_chars("你好，大白请让我进入小区。")) == 0
     assert cer("你好大白请让我进入小区", "你好大白") == pytest.approx(7 / 11)
     assert top_face_class([0.2, 0.9, 0.5], ["with_mask", "without_mask", "with_mask"], 0.3) == "without_mask"
     assert top_face_class([0.2], ["with_mask"], 0.3) == "no_face"
