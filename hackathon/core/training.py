@@ -236,9 +236,9 @@ def build_trainer(ctx, trainer_cfg, ckpt_dir: Path, monitor: str | None, mode: s
     last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=0, save_last=True,
                               every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
     cbs = [last_cb]
-    if monitor:
+    if monitor:  # the best callback goes first: last.ckpt, written after it, holds its updated top-k
         safe = monitor.replace("/", "_")
-        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename=f"best-epoch{{epoch:03d}}-{safe}{{{monitor}:.4f}}",
+        cbs.insert(0, ModelCheckpoint(dirpath=ckpt_dir, filename=f"best-epoch{{epoch:03d}}-{safe}{{{monitor}:.4f}}",
                                    monitor=monitor, mode=mode, save_top_k=max(1, keep_best), save_last=False,
                                    auto_insert_metric_name=False, enable_version_counter=False))
     log_root = ctx.logs_dir / name

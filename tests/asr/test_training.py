@@ -75,6 +75,23 @@ def test_interrupted_stage_resumes_from_last_checkpoint(tmp_path):
     assert sorted(p.name for p in (tmp_path / "logs" / "fit").iterdir()) == ["attempt-1", "attempt-2"]
 
 
+class WorseLater(Toy):
+    """Validation score 0.1 in epoch 1, then 0.5: the best checkpoint is epoch 1's."""
+
+    def validation_step(self, batch, _):
+        self.log("val_loss", torch.tensor(0.1 if self.current_epoch == 0 else 0.5))
+
+
+def test_resumed_fit_remembers_the_best_of_the_epochs_before_the_kill(tmp_path):
+    run = lambda resuming, epochs: fit_resumable(  # noqa: E731
+        make_ctx(tmp_path, resuming), lambda trainer, bs: WorseLater(bs), {"max_epochs": epochs},
+        batch_size=16, monitor="val_loss", keep_best=2)
+    run(False, 1)
+    second = run(True, 2)  # last.ckpt of epoch 1 holds the best callback's state of epoch 1
+    assert second.best_checkpoint.name.startswith("best-epoch000") and second.best_score == pytest.approx(0.1)
+    assert len(list(second.checkpoint_dir.glob("best-*.ckpt"))) == 2
+
+
 def test_rerun_with_new_inputs_starts_fresh_and_keeps_old_checkpoints_aside(tmp_path):
     fit(make_ctx(tmp_path, resuming=False), 1)
     again = fit(make_ctx(tmp_path, resuming=False), 1)  # stage re-run (changed inputs): not a resume
