@@ -2,9 +2,10 @@
 
     prepare_audio(src, out_dir, task="asr") -> PrepareResult
 
-SRC is a folder of audio (wav, flac, mp3, m4a, ogg, ...; any rate, channels, bit depth), or a NeMo
-manifest. Transcripts come from (first match wins per clip): the manifest, CSV/TSV tables in SRC (or
-`transcripts=`), or a `<clip>.txt` next to the clip. Every clip is decoded, checked, mixed to mono,
+SRC is a folder of audio (wav, flac, mp3, m4a, ogg, ...; any rate, channels, bit depth), a NeMo
+manifest, or a Label Studio JSON export (a file, or a folder holding one: its annotated clips, read where
+they lie; data_tools/label_studio.py). Transcripts come from (first match wins per clip): the manifest or
+export, CSV/TSV tables in SRC (or `transcripts=`), or a `<clip>.txt` next to the clip. Every clip is decoded, checked, mixed to mono,
 (TTS: trimmed + loudness-normalised), resampled and written under OUT/wavs in a process pool. Bad
 inputs never stop the batch: each one lands in OUT/report.json with its kind, reason and fix.
 SRC is only ever read.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools import label_studio
 from data_tools.audio import AudioReadError, map_clips, read_audio, resample, to_mono, write_wav
 from data_tools.manifest import ManifestEntry, write_manifest
 from data_tools.tts_clean import NOISY_SNR_DB, clean_tts_clip, dataset_rate_note, frame_energies_db, rate_mismatch
@@ -62,6 +64,7 @@ FIXES = {
     "not_utf8": "re-save the transcript as UTF-8 (e.g. iconv -f GBK -t UTF-8 in.txt > out.txt)",
     "duplicate": "delete the copy; the same recording must not be counted twice",
     "decode_error": "re-export the file as WAV; the decoder failed on it",
+    **label_studio.FIXES,
 }
 
 # Punctuation dropped from ASR transcripts (the model writes no punctuation) and kept for TTS prosody.
@@ -138,7 +141,9 @@ class TranscriptSource:
 
     by_key: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)  # key -> (text, speaker)
     not_utf8: set[str] = field(default_factory=set)
-    manifest_clips: list[Path] = field(default_factory=list)  # clips listed by a manifest SRC
+    manifest_clips: list[Path] = field(default_factory=list)  # clips listed by a manifest SRC (or an export)
+    clip_base: Path | None = None  # what a Label Studio export's clip paths are relative to
+    rejected: list["Rejection"] = field(default_factory=list)  # export tasks that give no transcript
 
     def add(self, key: str, text: str | None, speaker: str | None = None, bad_encoding: bool = False) -> None:
         for k in _keys_for(key):
@@ -240,10 +245,36 @@ def _read_manifest_transcripts(path: Path, source: TranscriptSource, list_clips:
     return True
 
 
+def _read_label_studio_export(path: Path, source: TranscriptSource) -> bool:
+    """Clips + transcripts (TextArea results) of a Label Studio export; False when it is none or holds no audio."""
+    tasks = label_studio.load_tasks(path, label_studio.AUDIO_KEYS) if label_studio.is_export(path) else []
+    clips = []
+    for task in tasks:
+        clip = label_studio.resolve_media(label_studio.media_url(task, label_studio.AUDIO_KEYS), path)
+        ann, kind, detail = label_studio.pick_annotation(task)
+        texts = [t for r in (ann or {}).get("result", []) if r.get("type") == "textarea"
+                 for t in (r.get("value") or {}).get("text") or []]
+        if ann is not None and not clip.is_file():
+            kind, detail = "missing_media", f"audio {clip} is gone"
+        elif ann is not None and not "".join(texts).strip():
+            kind, detail = "empty_annotation", f"annotation {ann.get('id')} has no transcript"
+        if kind:
+            source.rejected.append(Rejection(f"{label_studio.where(path, task)} ({clip})", kind, detail, FIXES[kind]))
+            continue
+        clips.append((clip, " ".join(texts)))
+    if not tasks:
+        return False
+    source.clip_base = Path(os.path.commonpath([str(c.parent) for c, _ in clips])) if clips else path.parent
+    for clip, text in clips:
+        source.add(os.path.relpath(clip, source.clip_base), text)
+        source.manifest_clips.append(clip)
+    return True
+
+
 def load_transcripts(src: Path, transcripts: Path | None = None) -> TranscriptSource:
-    """Transcript tables: the given file, else every CSV/TSV/manifest at the top of SRC."""
+    """Transcript tables: the given file, else every CSV/TSV/manifest/Label Studio export at the top of SRC."""
     source = TranscriptSource()
-    if src.is_file():
+    if src.is_file() and not _read_label_studio_export(src, source):
         _read_manifest_transcripts(src, source, list_clips=True)
     candidates = [transcripts] if transcripts else (
         sorted(p for p in src.iterdir() if p.suffix.lower() in {".csv", ".tsv", ".json", ".jsonl"})
@@ -251,6 +282,8 @@ def load_transcripts(src: Path, transcripts: Path | None = None) -> TranscriptSo
     for table in candidates:
         if not table.is_file():
             raise HackathonError(f"{table}: transcript file not found", fix="pass an existing CSV/TSV/manifest")
+        if table.suffix.lower() == ".json" and _read_label_studio_export(table, source):
+            continue
         if table.suffix.lower() in {".json", ".jsonl"}:
             _read_manifest_transcripts(table, source, list_clips=False)
         else:
@@ -375,7 +408,7 @@ def _safe_name(rel: str) -> str:
 def _discover(src: Path, source: TranscriptSource) -> tuple[list[tuple[Path, str]], list[Rejection]]:
     """(audio path, path relative to SRC) for every clip, plus rejections for non-audio files."""
     if source.manifest_clips:
-        base = src.parent
+        base = source.clip_base or src.parent
         return [(p, os.path.relpath(p, base)) for p in source.manifest_clips], []
     clips, rejected = [], []
     for root, dirs, files in os.walk(src):
@@ -403,6 +436,7 @@ def _discover(src: Path, source: TranscriptSource) -> tuple[list[tuple[Path, str
 def _plan_jobs(src: Path, out_dir: Path, task: str, source: TranscriptSource,
                vocabulary: set[str] | None) -> tuple[list[ClipJob], list[Rejection]]:
     clips, rejected = _discover(src, source)
+    rejected += source.rejected
     jobs, used_names = [], set()
     for path, rel in clips:
         text, speaker, bad_encoding = source.lookup(rel)

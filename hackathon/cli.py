@@ -404,7 +404,21 @@ def data_synth_masks(
     console.print(f"wrote {synth_masks(out, num_images, seed, image_size, max_faces)}", highlight=False)
 
 
-@app.command("label")
+class _LabelGroup(typer.core.TyperGroup):
+    """`hackathon label IMAGES` (labelImg) beside `hackathon label studio ...` (Label Studio)."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["labelimg", *args]
+        return super().parse_args(ctx, args)
+
+
+label_app = typer.Typer(cls=_LabelGroup, help="Label images and clips: `label IMAGES` (labelImg) or `label studio` "
+                        "(the team's Label Studio server).")
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("labelimg")
 @friendly_errors
 def label(
     images: Optional[Path] = typer.Argument(None, help="Folder of images (or one image in it) to label."),
@@ -417,6 +431,27 @@ def label(
     from data_tools.detection.labelimg import run_label_command
 
     console.print(run_label_command(images, save_dir, classes_file, setup, dry_run), highlight=False)
+
+
+@label_app.command("studio")
+@friendly_errors
+def label_studio(
+    port: int = typer.Option(8080, "--port", help="Port of the web page and API."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback; members come in over ssh -L)."),
+    images: Optional[List[Path]] = typer.Option(None, "--images", help="Folder of images: one detection task per image."),
+    audio: Optional[List[Path]] = typer.Option(None, "--audio", help="Folder of clips: one transcription task per clip."),
+    from_run: Optional[List[Path]] = typer.Option(None, "--from-run", help="runs/detect/X or runs/asr/X: its boxes / "
+                                                  "transcripts as predictions, least sure first."),
+    min_score: float = typer.Option(0.3, "--min-score", help="Detections below this score are not pre-labelled."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Folder for the annotations (data.source= of a run)."),
+    status: bool = typer.Option(False, "--status", help="Annotations per class and per person."),
+    setup: bool = typer.Option(False, "--setup", help="Make Label Studio's own venv now (else on first use)."),
+):
+    """The team's Label Studio: serve it (no --from-run/--export/--status), or do those jobs on it."""
+    from hackathon.label.studio import studio_command
+
+    studio_command(port, host, images or [], audio or [], from_run or [], export, status, setup, min_score,
+                   echo=lambda m: console.print(m, highlight=False, markup=False))
 
 
 # ---------------------------------------------------------------- asr (issue 4)

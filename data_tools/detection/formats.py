@@ -10,6 +10,8 @@ yet checked), so that validation (data_tools/detection/ingest.py) can report eve
   id 0, the dataset name with supercategory "none", is dropped)
 - labelImg CreateML JSON: [{"image": name, "annotations": [{"label", "coordinates": {x, y, width, height}}]}]
   with x, y the box centre in pixels
+- Label Studio JSON export (data_tools/label_studio.py): RectangleLabels in percent of original_width /
+  original_height, top-left x, y and a rotation about it; images behind local-files / upload URLs
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_tools import label_studio as ls
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-FORMATS = ("voc", "yolo", "coco", "createml")
+FORMATS = ("voc", "yolo", "coco", "createml", "label_studio")
 
 
 @dataclass
@@ -285,6 +289,59 @@ def read_createml(folder: Path) -> list[RawImage]:
     return [rec for f in files for rec in read_createml_file(f)]
 
 
+# ----------------------------------------------------------------------------- Label Studio
+
+def _ls_box(r: dict, rec: RawImage) -> RawBox | None:
+    import math
+
+    v = r.get("value") or {}
+    labels = v.get("rectanglelabels") or []
+    try:
+        width, height = float(r["original_width"]), float(r["original_height"])
+        x, y, w, h = (float(v[k]) * s / 100 for k, s in (("x", width), ("y", height), ("width", width), ("height", height)))
+    except (KeyError, TypeError, ValueError):
+        rec.problems.append(("bad_box", f"result {r.get('id')} has no x/y/width/height or original size"))
+        return None
+    if len(labels) != 1:
+        rec.problems.append(("bad_box", f"result {r.get('id')} has {len(labels)} labels {labels}; box dropped"))
+        return None
+    rec.declared_size = rec.declared_size or (round(width), round(height))
+    angle = float(v.get("rotation") or 0) % 360
+    if angle:  # Label Studio rotates clockwise about the top-left corner
+        c, s_ = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        xs, ys = zip(*[(x + dx * c - dy * s_, y + dx * s_ + dy * c) for dx, dy in ((0, 0), (w, 0), (w, h), (0, h))])
+        rec.problems.append(("rotated_box", f"{labels[0]} box rotated {angle:g} deg; its axis-aligned bounding box kept"))
+        return RawBox(str(labels[0]), min(xs), min(ys), max(xs), max(ys))
+    return RawBox(str(labels[0]), x, y, x + w, y + h)
+
+
+def read_label_studio_file(json_path: Path) -> list[RawImage]:
+    out = []
+    for task in ls.load_tasks(json_path, ls.IMAGE_KEYS):
+        image = ls.resolve_media(ls.media_url(task, ls.IMAGE_KEYS), json_path)
+        rec = RawImage(image if image.is_file() else None, ls.where(json_path, task), "label_studio")
+        out.append(rec)
+        if rec.image_path is None:
+            rec.problems.append(("missing_image", f"image {image} is gone"))
+            continue
+        ann, kind, detail = ls.pick_annotation(task)
+        if ann is None:
+            rec.image_path = None  # nothing to learn from an image nobody labelled
+            rec.problems.append((kind, detail))
+            continue
+        for r in ann["result"]:
+            if r.get("type") == "rectanglelabels":
+                box = _ls_box(r, rec)
+                if box:
+                    rec.boxes.append(box)
+    return out
+
+
+def read_label_studio(folder: Path) -> list[RawImage]:
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*.json") if ls.is_export(p))
+    return [rec for f in files for rec in read_label_studio_file(f)]
+
+
 # ----------------------------------------------------------------------------- layout detection
 
 def detect_formats(src: Path) -> list[str]:
@@ -293,7 +350,8 @@ def detect_formats(src: Path) -> list[str]:
         if src.suffix == ".xml":
             return ["voc"] if is_voc_xml(src) else []
         if src.suffix == ".json":
-            return ["coco"] if _is_coco_json(src) else (["createml"] if _is_createml_json(src) else [])
+            return next(([f] for f, test in (("coco", _is_coco_json), ("createml", _is_createml_json),
+                                              ("label_studio", ls.is_export)) if test(src)), [])
         return []
     found = []
     if any(is_voc_xml(p) for p in src.rglob("*.xml")):
@@ -305,10 +363,13 @@ def detect_formats(src: Path) -> list[str]:
         found.append("coco")
     if any(_is_createml_json(p) for p in jsons):
         found.append("createml")
+    if any(ls.is_export(p) and ls.load_tasks(p, ls.IMAGE_KEYS) for p in jsons):
+        found.append("label_studio")
     return found
 
 
-READERS = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco, "createml": read_createml}
+READERS = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco, "createml": read_createml,
+           "label_studio": read_label_studio}
 
 
 def read_source(src: Path, fmt: str | None = None) -> tuple[list[str], list[RawImage]]:

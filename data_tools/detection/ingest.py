@@ -1,4 +1,4 @@
-"""`hackathon detect ingest SRC... --out DIR`: any mix of VOC / YOLO / COCO / CreateML sources -> one
+"""`hackathon detect ingest SRC... --out DIR`: any mix of VOC / YOLO / COCO / CreateML / Label Studio sources -> one
 validated dataset (DIR/images/, DIR/dataset.json) with DIR/report.json and DIR/report.html.
 
 What is checked (each finding is counted and listed in the report; the rest of the batch goes on):
@@ -25,6 +25,7 @@ from hackathon.core.atomic import atomic_write_bytes, atomic_write_json
 from hackathon.core.errors import HackathonError
 from hackathon.core.logs import get_logger
 
+from data_tools import label_studio
 from data_tools.detection.classes import AliasTable
 from data_tools.detection.dataset import Box, Dataset, ImageRecord, save_dataset
 from data_tools.detection.formats import RawImage, read_source
@@ -33,6 +34,15 @@ log = get_logger("hackathon.detect.ingest")
 DUPLICATE_BOX_IOU = 0.9
 EXIF_ORIENTATION = 0x0112
 ROTATING_ORIENTATIONS = {5, 6, 7, 8}  # these swap width and height
+# kind -> what the user does about it (the report lists it beside each finding that lost data)
+FIXES = {**label_studio.FIXES,
+         "unknown_class": "add the name under its class in specs/detect/aliases.yaml (or data.aliases), then ingest again",
+         "missing_image": "put the image back where its annotation says (next to it; for Label Studio at the task's "
+                          "path, or delete the task there), then ingest again",
+         "corrupt_image": "re-copy or re-export the image, then ingest again",
+         "bad_box": "fix the box in the annotation file (or redraw it in the labelling tool)",
+         "inverted_box": "redraw the box", "zero_area_box": "redraw the box", "box_outside_image": "redraw the box"}
+NO_IMAGE_KINDS = {"missing_image", "skipped_task", "unlabelled_task", "empty_annotation"}
 
 
 @dataclass
@@ -44,7 +54,7 @@ class IngestReport:
     raw_class_names: Counter = field(default_factory=Counter)
 
     def add(self, kind: str, file: str, detail: str) -> None:
-        self.issues.setdefault(kind, []).append({"file": file, "detail": detail})
+        self.issues.setdefault(kind, []).append({"file": file, "detail": detail, **({"fix": FIXES[kind]} if kind in FIXES else {})})
 
     def counts(self) -> dict[str, int]:
         return {k: len(v) for k, v in sorted(self.issues.items())}
@@ -228,13 +238,13 @@ def ingest(sources: list[str | os.PathLike], out_dir: str | os.PathLike, aliases
         formats, records = read_source(src, fmt)
         report.sources.append({"path": str(src), "formats": formats, "annotations": len(records)})
         if not formats:
-            report.add("unknown_layout", str(src), "no VOC XML, YOLO (classes.txt / data.yaml), COCO or CreateML JSON found")
+            report.add("unknown_layout", str(src), "no VOC XML, YOLO (classes.txt / data.yaml), COCO, CreateML or Label Studio JSON found")
         for rec in records:
             for kind, detail in rec.problems:
                 report.add(kind, rec.annotation, detail)
             im, reencode, sha = _load_image(rec, report)
             if im is None:
-                if sha is None and not any(k == "missing_image" for k, _ in rec.problems):
+                if sha is None and not any(k in NO_IMAGE_KINDS for k, _ in rec.problems):
                     report.add("missing_image", rec.annotation, f"image {rec.image_path} not found")
                 continue
             w, h = im.size

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from hackathon.core.atomic import atomic_write_text
 from hackathon.core.errors import HackathonError
+from hackathon.core.paths import user_data_dir
 
 LABELIMG_VERSION = "1.8.6"
-DEFAULT_ENV = Path.home() / ".local" / "share" / "hackathon" / "labelimg-py39"
+DEFAULT_ENV = user_data_dir() / "labelimg-py39"
 CLASSES_FILE_NAME = "classes.txt"
 MANUAL_FIX = ("Make a Python 3.9 labelImg: `pyenv install 3.9 && ~/.pyenv/versions/3.9.*/bin/python -m venv "
               f"{DEFAULT_ENV} && {DEFAULT_ENV}/bin/pip install labelImg=={LABELIMG_VERSION}` "

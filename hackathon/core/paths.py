@@ -22,6 +22,11 @@ def demo_data_root() -> Path:
     return Path(os.environ.get("HACKATHON_DEMO_DATA", REPO_ROOT / "demo_data"))
 
 
+def user_data_dir() -> Path:
+    """Per-user tool data (labelImg's and Label Studio's venvs, Label Studio's database): $XDG_DATA_HOME/hackathon."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "hackathon"
+
+
 def current_user() -> str:
     try:
         return getpass.getuser()
