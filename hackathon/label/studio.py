@@ -250,8 +250,8 @@ def export(api: Api, ids: dict[str, int], out: Path, echo=print) -> dict[str, Pa
         counts[kind] = {"tasks": len(tasks), "annotations": sum(len(t.get("annotations") or []) for t in tasks)}
     atomic_write_json(out / EXPORT_MARK, {"server": api.url, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                           "document_root": "/", "projects": {k: {"id": ids[k], **counts[k]} for k in ids}})
-    echo(f"exported {', '.join(f'{k}: {c['annotations']} annotations of {c['tasks']} tasks' for k, c in counts.items())} "
-         f"-> {out} (hackathon run detect|asr data.source={out})")
+    done = ", ".join(f"{k}: {c['annotations']} annotations of {c['tasks']} tasks" for k, c in counts.items())
+    echo(f"exported {done} -> {out} (hackathon run detect|asr data.source={out})")
     return written
 
 
