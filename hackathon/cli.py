@@ -234,7 +234,7 @@ def data_synth_speech(
 @data_app.command("prepare-audio")
 @friendly_errors
 def data_prepare_audio(
-    src: Path = typer.Argument(..., help="Folder of recordings (any format/rate/channels) or a NeMo manifest."),
+    src: Path = typer.Argument(..., help="Folder of recordings (any format/rate/channels), a NeMo manifest, or a Label Studio JSON export."),
     task: str = typer.Option(..., "--task", help="asr (16 kHz) | tts (22.05 kHz, silence trim + loudness)."),
     out: Path = typer.Option(..., "--out", help="Output folder: wavs/, manifest.json, report.json."),
     transcripts: Optional[Path] = typer.Option(None, "--transcripts", help="CSV/TSV/manifest with the texts "
@@ -322,10 +322,10 @@ def data_report(
 @detect_app.command("ingest")
 @friendly_errors
 def detect_ingest(
-    sources: List[Path] = typer.Argument(..., help="Dataset folders/files: any mix of VOC XML, YOLO, COCO JSON, CreateML."),
+    sources: List[Path] = typer.Argument(..., help="Dataset folders/files: any mix of VOC XML, YOLO, COCO JSON, CreateML, Label Studio JSON."),
     out: Path = typer.Option(..., "--out", help="Output folder: images/, dataset.json (COCO), report.json, report.html."),
     aliases: Optional[Path] = typer.Option(None, "--aliases", help="Alias table (default specs/detect/aliases.yaml)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Force voc|yolo|coco|createml instead of auto-detecting."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Force voc|yolo|coco|createml|label_studio instead of auto-detecting."),
 ):
     """Read, validate and merge detection datasets into one COCO dataset.json with a report."""
     from data_tools.detection.ingest import ingest

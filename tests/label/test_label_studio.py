@@ -256,8 +256,9 @@ def test_round_trip_detect_and_asr(world):
         boxes = [("with_mask", 10 + i, 12, 60 + i, 70), ("mask_weared_incorrect", 80, 30 + i, 120.5, 90)]
         api("POST", f"/api/tasks/{t['id']}/annotations", {"result": [_rect(b, wdt, hgt) for b in boxes]})
         submitted[path.name] = sorted(boxes)
-    for i, t in enumerate(sorted(_tasks(world, "transcription"), key=lambda t: t["id"])):
-        api("POST", f"/api/tasks/{t['id']}/annotations", {"result": [
+    alice = api("POST", "/api/users", {"email": "alice@hackathon.local", "username": "alice", "password": "x" * 12})
+    for i, t in enumerate(sorted(_tasks(world, "transcription"), key=lambda t: t["id"])):  # a second member's work
+        api("POST", f"/api/tasks/{t['id']}/annotations", {"completed_by": alice["id"], "result": [
             {"from_name": "transcription", "to_name": "audio", "type": "textarea", "value": {"text": [TEXTS[i]]}}]})
     out = base / "export"
     _cli(world, "--export", str(out))
@@ -283,7 +284,7 @@ def test_round_trip_detect_and_asr(world):
     assert detect_formats(out) == ["label_studio"]
     st = _cli(world, "--status")
     assert "with_mask 6" in st and "mask_weared_incorrect 6" in st and "without_mask 0" in st, st
-    assert "admin@hackathon.local 6" in st and "admin@hackathon.local 3" in st, st
+    assert "admin@hackathon.local 6" in st and "alice@hackathon.local 3" in st and "/user/signup/?token=" in st, st
 
 
 def test_quirky_export_is_named_and_the_rest_ingested(world):
