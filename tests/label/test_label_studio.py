@@ -168,6 +168,12 @@ def test_binds_loopback_and_makes_projects_once(world):
     api, ids = world["api"], world["ids"]
     assert set(_listening(world["port"])) <= {"0100007F", "0000000000000000FFFF00000100007F"} and _listening(world["port"])
     assert api.url.startswith("http://127.0.0.1:")
+    from hackathon.label import server
+
+    token = server.admin()[2]
+    pids = subprocess.run(["pgrep", "-f", f"label-studio start.*--port {world['port']}"], capture_output=True, text=True).stdout.split()
+    assert pids and not any(token in Path(f"/proc/{p}/cmdline").read_text(errors="replace") for p in pids)
+    assert token not in (world["base"] / "studio" / "server.log").read_text(errors="replace")
     titles = [p["title"] for p in api.pages("/api/projects")]
     assert sorted(titles) == ["hackathon: face masks", "hackathon: transcripts"]
     config = api("GET", f"/api/projects/{ids['detection']}")["label_config"]
@@ -223,7 +229,7 @@ def test_labelling_page_in_chromium(world, tmp_path):
         page.fill("input[name=email]", email)
         page.fill("input[name=password]", password)
         page.click("button[type=submit]")
-        page.wait_for_url("**/projects/**", timeout=60000)
+        page.wait_for_url(lambda u: "/user/login" not in u, timeout=60000)
         page.goto(f"{api.url}/projects/{det}/data?task={task['id']}")
         page.wait_for_selector("canvas", timeout=120000)
         for cls in ("with_mask", "without_mask", "mask_weared_incorrect"):
