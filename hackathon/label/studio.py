@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from hackathon.core.atomic import atomic_write_json, read_json
+from hackathon.core.atomic import atomic_write_json, read_json, read_jsonl
 from hackathon.core.errors import HackathonError
 
 from data_tools import label_studio as ls
@@ -185,9 +185,8 @@ def asr_run_predictions(run_dir: Path) -> dict[Path, dict]:
     if not path.is_file():
         raise HackathonError(f"{path} not found.", fix=f"Finish the run's evaluate stage: hackathon run asr --run-dir {run_dir}")
     out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line) if line.strip() else None
-        if not row or row.get("pred_text") is None:
+    for row in read_jsonl(path):
+        if row.get("pred_text") is None:
             continue
         score = max(0.0, 1.0 - float(row.get("cer") or 0.0)) if row.get("text") else 0.5
         out[Path(row["audio_filepath"]).resolve()] = {
