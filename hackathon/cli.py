@@ -76,8 +76,15 @@ def run(
     no_wait: bool = typer.Option(False, "--no-wait", help="Fail at once if the GPU is held by another run."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Stream library logs (NeMo, Lightning, ...) to the "
                                  "console too; they always go to the run's logs/<stage>.log."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved spec, each value with the "
+                                      "file (or override) that set it, and exit without running."),
 ):
     """Run a pipeline (resumable: the same command again skips finished stages)."""
+    if print_config:
+        from hackathon.core.config import describe_config
+
+        print(describe_config(task, spec, overrides or []), end="")
+        return
     from hackathon.pipelines import run_pipelines
     from hackathon.core.progress import set_verbose, terminal
 

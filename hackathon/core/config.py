@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from hackathon.core.errors import HackathonError
-from hackathon.core.paths import SPECS_DIR, spec_path
+from hackathon.core.paths import REPO_ROOT, SPECS_DIR, spec_path
 
 
 def resolve_spec_file(task: str, spec: str | None) -> Path:
@@ -74,25 +74,108 @@ def parse_overrides(overrides: Sequence[str]) -> list[str]:
     return list(overrides)
 
 
-def load_config(task: str, spec: str | None = None, overrides: Sequence[str] = ()):
-    """The resolved task config. Unknown override keys are refused (typos would silently do nothing)
-    unless written `+new.key=value`, as in Hydra."""
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _load_yaml(path: Path):
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # yaml errors come in several types
+        raise HackathonError(f"Cannot parse spec {path}: {exc}", fix="Fix the YAML syntax at the line shown.")
+    if not isinstance(cfg, DictConfig):
+        raise HackathonError(f"Spec {path} is not a mapping of fields.", fix="Write the spec as `key: value` lines.")
+    return cfg
+
+
+def spec_chain(path: Path) -> list[tuple[Path, object]]:
+    """[(file, its config without `base`)] from the root base to `path`. `base: NAME` is specs in the same
+    folder (NAME.yaml), `base: ../x.yaml` a path relative to the file."""
+    chain: list[tuple[Path, object]] = []
+    while path is not None:
+        if path.resolve() in [p.resolve() for p, _ in chain]:
+            names = " -> ".join(_display(p) for p, _ in reversed(chain)) + f" -> {_display(path)}"
+            raise HackathonError(f"Spec `base:` chain is a cycle: {names}.", fix="Remove the `base:` line that points back.")
+        cfg = _load_yaml(path)
+        base = cfg.pop("base", None)
+        chain.append((path, cfg))
+        if base is None:
+            break
+        base = str(base)
+        nxt = path.parent / (base if base.endswith((".yaml", ".yml")) or "/" in base else f"{base}.yaml")
+        if not nxt.exists():
+            raise HackathonError(f"{_display(path)}: base spec {base!r} not found ({nxt}).",
+                                 fix="Write `base: NAME` for specs/<task>/NAME.yaml or a path relative to the file.")
+        path = nxt
+    return chain[::-1]
+
+
+def _leaves(cfg, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is not a mapping (lists count as one value: a later file replaces them)."""
+    from omegaconf import DictConfig
+
+    out = []
+    for k in cfg.keys():
+        node = cfg._get_node(k)
+        if isinstance(node, DictConfig) and not node._is_none() and len(node):
+            out.extend(_leaves(node, f"{prefix}{k}."))
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def renamed_keys(task: str) -> dict[str, str]:
+    """specs/renamed.yaml: {old.dotted.key: new.dotted.key} of this task."""
+    import yaml
+
+    path = SPECS_DIR / "renamed.yaml"
+    table = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    return dict((table or {}).get(task) or {})
+
+
+def _refuse_renamed(renames: dict[str, str], keys, where: str, value: str | None = None) -> None:
+    for key in keys:
+        for old, new in renames.items():
+            if key == old or key.startswith(old + "."):
+                now = new + key[len(old):]
+                fix = f"write {now}={value}" if value is not None else f"write it as {now} in {where}"
+                raise HackathonError(f"{key} was renamed ({where}): {fix}.",
+                                     fix=f"Use {now} (specs/renamed.yaml lists every renamed key).")
+
+
+def load_config_with_sources(task: str, spec: str | None = None, overrides: Sequence[str] = ()):
+    """(resolved task config, {leaf key: the spec file that set it last, or "override"}). A spec may start
+    with `base:`; its values are merged over its base's (OmegaConf merge: lists replace). Unknown override
+    keys are refused (typos would silently do nothing) unless written `+new.key=value`, as in Hydra;
+    renamed keys (specs/renamed.yaml) are refused with their new name."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     path = resolve_spec_file(task, spec if spec is not None else backend_demo_spec(task, overrides))
+    renames = renamed_keys(task)
+    sources: dict[str, str] = {}
+    chain = spec_chain(path)
+    for file, part in chain:
+        _refuse_renamed(renames, _all_keys(part), _display(file))
+        sources.update({k: _display(file) for k in _leaves(part)})
     try:
-        cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, Exception) as exc:  # yaml errors come in several types
-        raise HackathonError(f"Cannot parse spec {path}: {exc}", fix="Fix the YAML syntax at the line shown.")
+        cfg = OmegaConf.merge(*[part for _, part in chain])
+    except OmegaConfBaseException as exc:
+        raise HackathonError(f"Spec {path} does not fit its base: {exc}", fix="Check the field types against the base spec.")
     known = set(_all_keys(cfg))
     dotlist = []
     for item in parse_overrides(overrides):
         key, value = item.split("=", 1)
+        _refuse_renamed(renames, [key.lstrip("+")], "override", value)
         if _SEXAGESIMAL.fullmatch(value.strip()):  # YAML 1.1 would read elastic.nnodes=1:2 as the number 62
             item = f"{key}='{value.strip()}'"
         if key.startswith("+"):
-            dotlist.append(f"{key[1:]}={value}")
+            dotlist.append(item[1:])
             continue
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=3)
@@ -101,10 +184,45 @@ def load_config(task: str, spec: str | None = None, overrides: Sequence[str] = (
                 fix=(f"Did you mean {close}? " if close else "") + f"See {path} for the fields, or write +{key}=... to add a new key.")
         dotlist.append(item)
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+        extra = OmegaConf.from_dotlist(dotlist)
+        cfg = OmegaConf.merge(cfg, extra)
     except OmegaConfBaseException as exc:
         raise HackathonError(f"Override does not fit the spec: {exc}", fix=f"Check the field types in {path}.")
-    return cfg
+    sources.update({k: "override" for k in _leaves(extra)})
+    return cfg, sources
+
+
+def load_config(task: str, spec: str | None = None, overrides: Sequence[str] = ()):
+    """The resolved task config (see load_config_with_sources), without the `base` key."""
+    return load_config_with_sources(task, spec, overrides)[0]
+
+
+def describe_config(task: str, spec: str | None = None, overrides: Sequence[str] = ()) -> str:
+    """The resolved spec as YAML (interpolations resolved), each value followed by `# <file>` or
+    `# override`: where it was set last (`hackathon run TASK --print-config`)."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    cfg, sources = load_config_with_sources(task, spec, overrides)
+    lines: list[str] = []
+
+    def emit(node, prefix: str, indent: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                lines.append(f"{indent}{k}:")
+                emit(v, key + ".", indent + "  ")
+                continue
+            src = f"  # {sources.get(key, '?')}"
+            if isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+                block = yaml.safe_dump(v, sort_keys=False, allow_unicode=True, default_flow_style=None).rstrip("\n").splitlines()
+                lines.extend([f"{indent}{k}:{src}"] + [f"{indent}  {b}" for b in block])
+            else:
+                text = yaml.safe_dump(v, default_flow_style=True, allow_unicode=True, width=10**6)
+                lines.append(f"{indent}{k}: {text.removesuffix(chr(10)).removesuffix('...').strip()}{src}")
+
+    emit(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), "", "")
+    return "\n".join(lines) + "\n"
 
 
 def to_yaml(cfg) -> str:
