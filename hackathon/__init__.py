@@ -1,7 +1,5 @@
 """hackathon: raw recordings and images to scored models (ASR, TTS, face-mask detection).
-
-`hackathon.run("asr", overrides={...})` runs a pipeline from Python (hackathon/api.py); it is imported on
-first use, so `import hackathon` stays instant."""
+`hackathon.run(...)` (hackathon/api.py) is imported on first use: `import hackathon` stays instant."""
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,4 @@
-"""Text helpers every task and app shares: the hanzi test, spoken characters, edit distance, CER/WER (WER:
-edit_distance over word lists, error_rate / corpus_rate over words)."""
+"""Shared text helpers: the hanzi test, spoken characters, edit distance (of strings or word lists), CER/WER."""
 
 from __future__ import annotations
 
