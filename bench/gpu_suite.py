@@ -136,7 +136,7 @@ def tts_sections(dry: bool, work: Path) -> dict:
 def ssd_section(dry: bool, work: Path) -> dict:
     import torch
 
-    from tasks.detect.train_torch import build_model
+    from tasks.detect.ssd import build_model
 
     device = torch.device("cuda" if gpu() and not dry else "cpu")
     name, size, batch, steps = ("ssdlite320_mobilenet_v3_large", 128, 2, 2) if dry else ("ssd300_vgg16", 300, 32, 30)

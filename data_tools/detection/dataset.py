@@ -42,11 +42,19 @@ class Box:
         return max(0.0, self.width) * max(0.0, self.height)
 
     def iou(self, other: "Box") -> float:
-        ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
-        iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
-        inter = ix * iy
-        union = self.area + other.area - inter
-        return inter / union if union > 0 else 0.0
+        return float(box_iou([[self.x1, self.y1, self.x2, self.y2]], [[other.x1, other.y1, other.x2, other.y2]])[0, 0])
+
+
+def box_iou(a, b):
+    """IoU matrix [N, M] (numpy) of boxes x1,y1,x2,y2 [N, 4] and [M, 4]: torchvision.ops.box_iou, 0 where a
+    union is empty. The one box IoU of the detection code (ingest, scoring, the export check)."""
+    import numpy as np
+    import torch
+    from torchvision.ops import box_iou as iou
+
+    a = torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 4))
+    b = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
+    return torch.nan_to_num(iou(a, b), nan=0.0).numpy()
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 from hackathon.core.atomic import atomic_path, atomic_write_json, read_json
 from hackathon.core.errors import HackathonError
 
-from data_tools.detection.dataset import Dataset, load_dataset
+from data_tools.detection.dataset import Dataset, box_iou, load_dataset
 
 CLASS_COLOURS = [(40, 200, 60), (230, 60, 50), (250, 170, 20), (60, 120, 240), (200, 80, 220)]
 
@@ -148,20 +148,6 @@ def voc_ap(recall, precision, mode: str = "integrate") -> float:
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
-def _iou_matrix(a, b):
-    """IoU between [N,4] and [M,4] boxes in x1,y1,x2,y2."""
-    import numpy as np
-
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def _xyxy(bbox):
     x, y, w, h = bbox
     return [x, y, x + w, y + h]
@@ -182,7 +168,7 @@ def _match_group(dets: list[dict], gts: list[dict], iou: float):
 
     if not gts:
         return [0] * len(dets)
-    ious = _iou_matrix(np.array([_xyxy(d["bbox"]) for d in dets]), np.array([_xyxy(a["bbox"]) for a in gts]))
+    ious = box_iou([_xyxy(d["bbox"]) for d in dets], [_xyxy(a["bbox"]) for a in gts])
     used = np.zeros(len(gts), dtype=bool)
     flags = []
     for i in range(len(dets)):
@@ -251,7 +237,7 @@ def match_image(gt_boxes: list, det_boxes: list, iou: float = 0.5) -> list[tuple
     truth, boxes as x1,y1,x2,y2: (gt index, det index) pairs; (gt, None) = missed, (None, det) = false positive."""
     import numpy as np
 
-    ious = _iou_matrix(np.array(det_boxes, dtype=float).reshape(-1, 4), np.array(gt_boxes, dtype=float).reshape(-1, 4))
+    ious = box_iou(det_boxes, gt_boxes)
     matched_gt: set[int] = set()
     pairs: list[tuple[int | None, int | None]] = []
     for i in range(len(det_boxes)):

@@ -6,7 +6,7 @@ uint8 RGB [H, W, 3] of any size -> float, resize to the training input size (bil
 GeneralizedRCNNTransform), normalise, backbone + head, anchors, box decoding, per-class top-k + NMS, and
 boxes scaled back to the original pixels. Outputs `boxes` [N, 4] (x1, y1, x2, y2), `scores` [N],
 `labels` [N] (class ids 1..K, names in detector.json). The score floor baked into the graph is
-torch.score_threshold (what the infer stage keeps); the served default threshold is onnx.score_threshold.
+infer.score_threshold (what the infer stage keeps); the served default threshold is onnx.score_threshold.
 
 The check, on the test split's images (demo inputs): torchvision's own output vs the predictor
 (tasks/detect/onnx_infer.py, what `serve` runs). A torchvision detection above onnx.check_score counts as
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_tools.detection.dataset import box_iou
 from hackathon.core.atomic import atomic_path, atomic_write_json
 from hackathon.core.errors import HackathonError
 from hackathon.core.export_check import agreement, record_check, sig, write_check
@@ -72,15 +73,9 @@ def export_onnx(model, target: Path, opset: int) -> Path:
     return target
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from tasks.detect.evaluate import _iou_matrix
-
-    return _iou_matrix(np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4))
-
-
 def match(ref: dict, got: dict, min_iou: float) -> list[tuple[int, int]]:
     """One-to-one pairs (ref index, got index): same label, IoU >= min_iou, highest ref scores first."""
-    iou = iou_matrix(ref["boxes"], got["boxes"])
+    iou = box_iou(ref["boxes"], got["boxes"])
     taken, pairs = set(), []
     for i in np.argsort(-ref["scores"], kind="stable"):
         candidates = [j for j in np.argsort(-iou[i], kind="stable")
@@ -151,12 +146,12 @@ def check_images(ctx, n: int) -> list[Path]:
 
 def export_torch_stage(ctx) -> None:
     from tasks.detect.onnx_infer import load
-    from tasks.detect.train_torch import load_trained
+    from tasks.detect.ssd import load_trained
 
     o = ctx.cfg.onnx
     model, ck, ck_path = load_trained(ctx.checkpoints_dir)
     model.to("cpu").eval()
-    model.score_thresh = float(ctx.cfg.torch.score_threshold)  # the graph's floor = what infer keeps
+    model.score_thresh = float(ctx.cfg.infer.score_threshold)  # the graph's floor = what infer keeps
     out = ctx.dir(EXPORT_DIR)
     export_onnx(model, out / ONNX_NAME, int(o.opset))
     info = {"backend": "torch", "onnx": ONNX_NAME, "onnxruntime": True, "model": ck["model_name"],

@@ -136,7 +136,7 @@ def test_k8s_image_writes_a_dockerfile_on_an_ngc_base(tmp_path):
 
 def test_slurm_render_is_shellcheck_clean_and_asks_for_requeue(tmp_path):
     out = tmp_path / "job.sbatch"
-    result = CliRunner().invoke(app, ["slurm", "render", "detect", "torch.epochs=3", "--out", str(out), "--nodes", "4",
+    result = CliRunner().invoke(app, ["slurm", "render", "detect", "trainer.max_epochs=3", "--out", str(out), "--nodes", "4",
                                       "--min-nodes", "2", "--gpus-per-node", "8", "--partition", "gpu",
                                       "--run-dir", "/shared/runs/detect/exp 1"])
     assert result.exit_code == 0, result.output

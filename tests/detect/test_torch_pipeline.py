@@ -1,18 +1,25 @@
-"""`hackathon run detect backend=torch` end to end on a tiny demo: a few real SSDlite training steps,
-inference, pycocotools scoring; a rerun skips every stage; an interrupted training resumes from last.pt.
-Run under `flock /tmp/hackathon-train.lock` (it trains)."""
+"""`hackathon run detect backend=torch` end to end on a tiny demo: real SSDlite training on the one engine
+(kill -9 after the first epoch's last.ckpt, the same command resumes from it), inference, pycocotools
+scoring, the ONNX export; a rerun skips every stage. Run under `flock /tmp/hackathon-train.lock` (it trains)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from hackathon.core.errors import HackathonError
 
-TINY = ["demo.num_images=24", "torch.epochs=1", "torch.batch_size=8", "torch.max_train_minutes=0", "torch.input_size=128",
-        "torch.warmup_steps=2", "export.width=96", "export.height=96", "eval.samples=2"]
+TINY = ["demo.num_images=24", "trainer.max_epochs=1", "trainer.batch_size=8", "trainer.max_time=null",
+        "model.input_size=128", "trainer.warmup_steps=2", "export.width=96", "export.height=96", "eval.samples=2"]
+EPOCHS = 3  # the kill -9 test: killed after epoch 1, the rerun trains epochs 2 and 3
 
 
 def metrics_after(run_dir):
@@ -26,42 +33,68 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
+def hackathon_run(run_dir: Path, overrides: list[str], log: Path) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "hackathon"
+    return subprocess.Popen([str(exe), "run", "detect", "--run-dir", str(run_dir), *overrides], stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True, env=os.environ.copy())
+
+
 @pytest.mark.slow
-def test_run_detect_torch_tiny_end_to_end_and_resume(isolated):
+def test_run_detect_torch_tiny_kill_9_resume_end_to_end(isolated):
     from hackathon.core.runner import run_task
 
-    logs = []
-    ctx = run_task("detect", TINY, echo=logs.append)
-    rd = ctx.run_dir
-    metrics = json.loads((rd / "metrics.json").read_text())
-    for key in ("map", "map50", "ap50_per_class", "voc_ap50"):
+    overrides = [o for o in TINY if not o.startswith("trainer.max_epochs")] + [f"trainer.max_epochs={EPOCHS}"]
+    rd, log = isolated / "run", isolated / "run.log"
+    last = rd / "checkpoints" / "ssd" / "last.ckpt"
+    proc = hackathon_run(rd, overrides, log)
+    deadline = time.time() + 600
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert last.exists(), log.read_text(errors="replace")[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # kill -9 mid-training: no clean-up runs
+    proc.wait()
+    assert json.loads((rd / "meta.json").read_text())["stages"]["train"]["status"] == "running"
+
+    # the same command again: the engine resumes from last.ckpt and trains the remaining epochs only
+    assert hackathon_run(rd, overrides, log).wait(timeout=900) == 0, log.read_text(errors="replace")[-3000:]
+    meta = json.loads((rd / "meta.json").read_text())
+    train = meta["stages"]["train"]
+    assert train["status"] == "done" and train["resumed_from"]["checkpoint"] == str(last)
+    assert 1 <= train["resumed_from"]["epochs_done"] < EPOCHS and train["epochs"] == EPOCHS
+    assert [a["resumed_from"]["epochs_done"] for a in train["fit_attempts"]] == [train["resumed_from"]["epochs_done"]]
+    assert train["model"] == "ssdlite320_mobilenet_v3_large" and train["batch_size"] == 8  # the OOM back-off's record
+    assert sorted(p.name for p in last.parent.glob("*.ckpt"))[0].startswith("best-epoch")  # last + one best
+    assert len(list(last.parent.glob("*.ckpt"))) == 2
+    metrics = metrics_after(rd)
+    for key in ("map", "map50", "ap50_per_class", "voc_ap50", "best_val_map50"):
         assert key in metrics
     assert 0.0 <= metrics["map50"] <= 1.0 and set(metrics["ap50_per_class"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
     assert metrics["train_cut_by_time"] is False  # epochs, not the wall-clock safety cap, ended training
-    assert (rd / "checkpoints" / "last.pt").exists() and (rd / "predictions" / "test.json").exists()
-    assert (rd / "eval" / "pr_curves.png").exists() and (rd / "export" / "kitti" / "train" / "kitti_index.json").exists()
+    assert (rd / "predictions" / "test.json").exists() and (rd / "eval" / "pr_curves.png").exists()
+    assert (rd / "export" / "kitti" / "train" / "kitti_index.json").exists()
     assets = json.loads((rd / "report_assets.json").read_text())
     assert any(a["path"].startswith("eval/") for a in assets["images"])
-    rows = (rd / "logs" / "torch_train" / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("epoch,step,train_loss") and len(rows) == 2
-    meta = json.loads((rd / "meta.json").read_text())
-    assert meta["stages"]["train"]["model"] == "ssdlite320_mobilenet_v3_large"
-    assert meta["stages"]["train"]["batch_size"] == 8  # recorded by the OOM back-off wrapper
+    # Lightning's CSV per start: the first start logged epoch 1's validation, the second the rest
+    rows = [r for a in ("attempt-1", "attempt-2") for r in (rd / "logs" / "ssd" / a / "metrics.csv").read_text().splitlines()[1:]]
+    header = (rd / "logs" / "ssd" / "attempt-1" / "metrics.csv").read_text().splitlines()[0].split(",")
+    vals = [r.split(",")[header.index("val_map50")] for r in rows if r.split(",")[header.index("val_map50")]]
+    assert len(vals) == EPOCHS and max(float(v) for v in vals) == pytest.approx(metrics["best_val_map50"], abs=1e-6)
 
     # the detector's ONNX: checked against torchvision, recorded, and the predictor `serve` runs agrees
     check = json.loads((rd / "export" / "export_check.json").read_text())
     assert check["passed"] and check["n_inputs"] >= 1 and check["max_abs_diff"]["score"] <= 1e-3
-    assert metrics_after(rd)["detect_export_box_agreement"] == 1.0
-    assert any(t["title"].startswith("Export parity") for t in json.loads((rd / "report_assets.json").read_text())["tables"])
+    assert metrics["detect_export_box_agreement"] == 1.0
+    assert any(t["title"].startswith("Export parity") for t in assets["tables"])
     from PIL import Image
 
     from tasks.detect.export_model import compare_image, torch_detections
     from tasks.detect.onnx_infer import load
-    from tasks.detect.train_torch import load_trained
+    from tasks.detect.ssd import load_trained
 
     predictor = load(rd)
     assert predictor.classes == ["with_mask", "without_mask", "mask_weared_incorrect"]
-    model, _, _ = load_trained(rd / "checkpoints")
+    model, info, path = load_trained(rd / "checkpoints")
+    assert path.name.startswith("best-") and predictor.info["checkpoint"] == str(path)
     model.eval().score_thresh = predictor.info["score_floor"]
     image = Image.open(sorted((rd / "data" / "images").iterdir())[-1])  # an original image, not the checked ones
     boxes, scores, labels = predictor.detect(image, score_threshold=0.05)
@@ -73,19 +106,26 @@ def test_run_detect_torch_tiny_end_to_end_and_resume(isolated):
     assert (boxes[:, 2] <= image.width + 1e-3).all() and (boxes[:, 3] <= image.height + 1e-3).all()  # original pixels
 
     # same command again: everything is done, nothing re-runs
-    logs.clear()
-    run_task("detect", TINY, echo=logs.append)
+    logs = []
+    run_task("detect", overrides, run_dir=rd, echo=logs.append)
     assert sum(line.startswith("skip ") for line in logs) == 8
 
-    # a training killed after its first epoch resumes from last.pt instead of starting over
-    meta["stages"]["train"]["status"] = "interrupted"
-    (rd / "meta.json").write_text(json.dumps(meta))
-    (rd / "stages" / "train.done").unlink()
-    logs.clear()
-    ctx = run_task("detect", TINY, run_dir=rd, echo=logs.append)
-    train_meta = json.loads((rd / "meta.json").read_text())["stages"]["train"]
-    assert train_meta["resumed_from"].endswith("last.pt") and train_meta["resumed_epoch"] == 1
-    assert len((rd / "logs" / "torch_train" / "metrics.csv").read_text().splitlines()) == 2  # no epoch re-trained
+
+def test_epoch_batches_come_from_seed_and_epoch_and_split_over_ranks():
+    from tasks.detect.ssd import EpochBatches
+
+    one = EpochBatches(21, 4, seed=0, hflip=0.5)
+    again = EpochBatches(21, 4, seed=0, hflip=0.5)
+    assert one.batches() == again.batches() and len(one) == 5  # 21 = 5 x 4 + 1: the 1-image batch is skipped
+    one.set_epoch(1)
+    assert one.batches() != again.batches() and len({i for b in one for i, _ in b}) == 20
+    assert {f for b in one for _, f in b} == {True, False}
+    ranks = [EpochBatches(21, 4, seed=0, hflip=0.5, rank=r, world=2) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(1)
+    assert [len(r) for r in ranks] == [2, 2] and ranks[0].steps_per_epoch() == 3  # 3rd global batch: shares 4 + 1
+    assert not {i for b in ranks[0] for i, _ in b} & {i for b in ranks[1] for i, _ in b}
+    assert [i for b0, b1 in zip(*ranks) for i, _ in b0 + b1] == [i for b in one for i, _ in b][:16]
 
 
 def test_unknown_backend_and_missing_source_are_clear(isolated):
@@ -98,7 +138,7 @@ def test_unknown_backend_and_missing_source_are_clear(isolated):
 
 
 def test_local_weights_file_must_exist(tmp_path):
-    from tasks.detect.train_torch import build_model
+    from tasks.detect.ssd import build_model
 
     with pytest.raises(HackathonError, match="does not exist"):
         build_model("ssdlite320_mobilenet_v3_large", 3, str(tmp_path / "missing.pth"))
@@ -107,13 +147,16 @@ def test_local_weights_file_must_exist(tmp_path):
 def test_local_weights_file_is_loaded(tmp_path):
     import torch
 
-    from tasks.detect.train_torch import build_model
+    from tasks.detect.ssd import build_model
 
     src = build_model("ssdlite320_mobilenet_v3_large", 3)
-    torch.save({"model": src.state_dict()}, tmp_path / "w.pt")
-    dst = build_model("ssdlite320_mobilenet_v3_large", 3, str(tmp_path / "w.pt"))
     key = next(iter(src.state_dict()))
-    assert torch.equal(src.state_dict()[key], dst.state_dict()[key])
+    torch.save(src.state_dict(), tmp_path / "w.pth")  # a plain state dict
+    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "run.ckpt")  # ours
+    for init in ("w.pth", "run.ckpt"):
+        dst = build_model("ssdlite320_mobilenet_v3_large", 3, str(tmp_path / init))
+        assert torch.equal(src.state_dict()[key], dst.state_dict()[key]), init
+    assert not torch.equal(src.state_dict()[key], build_model("ssdlite320_mobilenet_v3_large", 3, "scratch").state_dict()[key])
 
 
 def test_precise_bn_recalibration_sets_exact_statistics(tmp_path):
@@ -123,7 +166,7 @@ def test_precise_bn_recalibration_sets_exact_statistics(tmp_path):
 
     from data_tools.detection.ingest import ingest
     from data_tools.detection.synth_masks import synth_masks
-    from tasks.detect.train_torch import DetectionData, build_model, recalibrate_batchnorm
+    from tasks.detect.ssd import DetectionData, build_model, recalibrate_batchnorm
 
     ds_json, _ = ingest([synth_masks(tmp_path / "s", num_images=4, seed=1)], tmp_path / "d")
     data = DetectionData(ds_json)

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Shrunk pipelines: enough to serve correct answers on the demo data, small enough for a 2-core CPU.
 ASR_OVERRIDES = ["trainer.max_epochs=14", "data.demo.renditions=2"]
-DETECT_OVERRIDES = ["demo.num_images=320", "torch.epochs=5", "torch.max_train_minutes=0"]  # steps, not wall-clock
+DETECT_OVERRIDES = ["demo.num_images=320", "trainer.max_epochs=5", "trainer.max_time=null"]  # steps, not wall-clock
 TTS_OVERRIDES = [*TINY_FASTPITCH,  # the TTS tests' tiny FastPitch (tests/tts/conftest.py)
     "fastpitch.trainer.max_epochs=2",
     "fastpitch.trainer.max_time=null",
