@@ -59,7 +59,7 @@ def test_run_detect_torch_tiny_kill_9_resume_end_to_end(isolated):
     assert hackathon_run(rd, overrides, log).wait(timeout=900) == 0, log.read_text(errors="replace")[-3000:]
     meta = json.loads((rd / "meta.json").read_text())
     train = meta["stages"]["train"]
-    assert train["status"] == "done" and train["resumed_from"]["checkpoint"] == str(last)
+    assert train["status"] == "done" and train["resumed_from"]["checkpoint"].endswith("checkpoints/ssd/last.ckpt")
     assert 1 <= train["resumed_from"]["epochs_done"] < EPOCHS and train["epochs"] == EPOCHS
     assert [a["resumed_from"]["epochs_done"] for a in train["fit_attempts"]] == [train["resumed_from"]["epochs_done"]]
     assert train["model"] == "ssdlite320_mobilenet_v3_large" and train["batch_size"] == 8  # the OOM back-off's record
@@ -74,11 +74,10 @@ def test_run_detect_torch_tiny_kill_9_resume_end_to_end(isolated):
     assert (rd / "export" / "kitti" / "train" / "kitti_index.json").exists()
     assets = json.loads((rd / "report_assets.json").read_text())
     assert any(a["path"].startswith("eval/") for a in assets["images"])
-    # Lightning's CSV per start: the first start logged epoch 1's validation, the second the rest
-    rows = [r for a in ("attempt-1", "attempt-2") for r in (rd / "logs" / "ssd" / a / "metrics.csv").read_text().splitlines()[1:]]
-    header = (rd / "logs" / "ssd" / "attempt-1" / "metrics.csv").read_text().splitlines()[0].split(",")
-    vals = [r.split(",")[header.index("val_map50")] for r in rows if r.split(",")[header.index("val_map50")]]
-    assert len(vals) == EPOCHS and max(float(v) for v in vals) == pytest.approx(metrics["best_val_map50"], abs=1e-6)
+    # Lightning's CSV of the second start (logs/ssd/attempt-2): a validation for each epoch not done before the kill
+    header, *rows = [r.split(",") for r in (rd / "logs" / "ssd" / "attempt-2" / "metrics.csv").read_text().splitlines()]
+    validated = [int(r[header.index("epoch")]) for r in rows if r[header.index("val_map50")]]
+    assert validated == list(range(train["resumed_from"]["epochs_done"], EPOCHS))
 
     # the detector's ONNX: checked against torchvision, recorded, and the predictor `serve` runs agrees
     check = json.loads((rd / "export" / "export_check.json").read_text())
