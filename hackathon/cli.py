@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
 from hackathon.core.errors import HackathonError
+from hackathon.core.progress import TerminalConsole, command_output, set_verbose
 
-console = Console()
-err_console = Console(stderr=True)
+# Our lines reach the terminal even while a command's library output goes to its log (friendly_errors).
+console = TerminalConsole("stdout")
+err_console = TerminalConsole("stderr")
 
 app = typer.Typer(help="Raw recordings and images to scored models: asr, tts, detect.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -39,14 +40,28 @@ slurm_app = typer.Typer(help="SLURM: an sbatch script (srun + torchrun, requeue 
 app.add_typer(k8s_app, name="k8s")
 app.add_typer(slurm_app, name="slurm")
 
+# Commands whose output is not captured: `run` logs per stage itself; a prompt / GUI; reading our own files only.
+UNCAPTURED = {"run", "ngc_login", "label", "gpus", "runs", "score"}
+
+
+@app.callback()
+def main_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show library output (NeMo, Triton, "
+                                              "...) on the console too; it always goes to <runs>/logs/<command>.log.")):
+    set_verbose(verbose)
+
 
 def friendly_errors(fn):
-    """Print HackathonError as message + fix and exit non-zero, instead of a traceback."""
+    """Print HackathonError as message + fix and exit non-zero, instead of a traceback. Library output of the
+    command (NeMo, jieba, tritonserver, ...) goes to <runs>/logs/<command>.log (progress.command_output)."""
+    captured = fn.__name__ not in UNCAPTURED
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            if not captured:
+                return fn(*args, **kwargs)
+            with command_output(fn.__name__.replace("_", "-")):
+                return fn(*args, **kwargs)
         except HackathonError as exc:
             err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
             if exc.fix:
@@ -86,12 +101,12 @@ def run(
         print(describe_config(task, spec, overrides or []), end="")
         return
     from hackathon.pipelines import run_pipelines
-    from hackathon.core.progress import set_verbose, terminal
 
-    set_verbose(verbose)
+    if verbose:
+        set_verbose(verbose)
     try:
         run_pipelines(task, overrides or [], spec=spec, run_dir=run_dir, from_stage=from_stage, only=only,
-                      force=force, new=new, wait=not no_wait, echo=terminal().print)
+                      force=force, new=new, wait=not no_wait, echo=console.print)
     except (HackathonError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the stage's log tail is on the console already; the traceback is in that log
@@ -111,7 +126,7 @@ def doctor(
 
     checks = run_checks()
     if as_json:
-        print(json.dumps([c.as_dict() for c in checks], indent=2))
+        console.out(json.dumps([c.as_dict() for c in checks], indent=2))
     else:
         print_checks(checks, console)
     raise typer.Exit(exit_code(checks, task))
@@ -478,10 +493,10 @@ def asr_transcribe(
 
     summary = transcribe_command(model, inputs, out=out, batch_size=batch_size)
     if as_json:
-        print(to_json(summary))
+        console.out(to_json(summary))
     else:
         for line in format_lines(summary):
-            print(line)
+            console.out(line)
     if summary["failed"]:
         err_console.print(f"[yellow]{len(summary['failed'])} of {len(summary['failed']) + len(summary['results'])} "
                           "inputs could not be transcribed (listed above).[/]")

@@ -93,7 +93,9 @@ def serve(out: str | os.PathLike, port: int = 8765, host: str = "127.0.0.1") -> 
     import functools
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+    from hackathon.core.progress import terminal
+
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(out))
     with ThreadingHTTPServer((host, port), handler) as httpd:
-        print(f"explorer at http://{host}:{httpd.server_address[1]}/index.html (Ctrl-C stops)", flush=True)
+        terminal().print(f"explorer at http://{host}:{httpd.server_address[1]}/index.html (Ctrl-C stops)", markup=False)
         httpd.serve_forever()

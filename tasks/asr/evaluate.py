@@ -147,7 +147,9 @@ def score_stage(ctx) -> None:
                  "utterances": rep["n_utts_affected"]} for split, rep in oov.items() if rep["n_chars"]]},
         ],
     }
-    add_report_assets(ctx.run_dir, stage="score", **assets)  # the export stage's parity table stays
+    headline = [{"key": "cer", "label": "CER", "better": "lower"},
+                {"key": "wer", "label": f"WER ({wer_unit}s)", "better": "lower"}, {"key": "n_utts", "label": "test utterances"}]
+    add_report_assets(ctx.run_dir, stage="score", headline=headline, **assets)  # the export stage's parity table stays
     ctx.write_metrics({"backend": backend_name(ctx), "cer": totals["cer"], "wer": totals["wer"], "wer_unit": wer_unit,
                        "n_utts": len(rows), "n_failed": len(failed), "language": language})
     ctx.record(cer=totals["cer"], wer=totals["wer"], n_utts=len(rows), n_failed=len(failed))

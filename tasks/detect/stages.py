@@ -38,11 +38,11 @@ def kitti_dir(ctx, split: str) -> Path:
     return ctx.run_dir / "export" / "kitti" / split
 
 
-def add_report_assets(ctx, images: list[dict] = (), tables: list[dict] = (), prefix: str = "") -> None:
+def add_report_assets(ctx, images: list[dict] = (), tables: list[dict] = (), prefix: str = "", headline=None) -> None:
     """hackathon.core.report.add_report_assets for this run (entries replaced by path / title)."""
     from hackathon.core.report import add_report_assets as add
 
-    add(ctx.run_dir, images=images, tables=tables, prefix=prefix)
+    add(ctx.run_dir, images=images, tables=tables, prefix=prefix, headline=headline)
 
 
 def aliases_file(cfg) -> Path | None:

@@ -393,7 +393,7 @@ def stage_score(ctx: RunContext) -> None:
     ctx.write_metrics(metrics)
     assets = read_json(out / "assets.json", default={}) or {}
     commands = read_json(tao_dir(ctx) / "launcher_commands.json", default={}) or {}
-    add_report_assets(ctx, images=assets.get("images", []), prefix="eval/",
+    add_report_assets(ctx, images=assets.get("images", []), prefix="eval/", headline=assets.get("headline"),
                       tables=assets.get("tables", []) + [{"title": f"TAO {network(ctx.cfg)}: launcher equivalent",
                                                           "rows": [{"stage": k, "command": v} for k, v in commands.items()]}])
     _say(f"[tao] {e.split}: mAP@0.5 {metrics['map50']:.3f}   mAP@[.5:.95] {metrics['map']:.3f}   "

@@ -292,7 +292,11 @@ def score_stage(ctx) -> None:
                 assets["audio"].append({"path": str(reference.relative_to(ctx.run_dir)),
                                         "caption": f"{row['id']}: held-out recording", "text": row["text"]})
     assets["tables"].append({"title": "Held-out sentences (names unseen in training)", "rows": [_table_row(r) for r in rows]})
-    add_report_assets(ctx.run_dir, stage="score", **assets)  # the export stage's parity table stays
+    headline = [{"key": "dnsmos_ovrl", "label": "DNSMOS OVRL", "better": "higher"},
+                {"key": "pesq_wb", "label": "PESQ WB", "better": "higher"},
+                {"key": "asr_cer", "label": "ASR CER of the speech", "better": "lower"},
+                {"key": "name_exact_rate", "label": "names heard exactly", "better": "higher"}]
+    add_report_assets(ctx.run_dir, stage="score", headline=headline, **assets)  # the export stage's parity table stays
     ctx.log.info("tts metrics: %s", metrics)
 
 

@@ -94,6 +94,49 @@ def test_bars_on_a_terminal_plain_lines_elsewhere_and_the_notebook_cell(monkeypa
     cell = io.StringIO()
     monkeypatch.setattr(builtins, "get_ipython", ZMQInteractiveShell, raising=False)
     monkeypatch.setattr(sys, "stdout", cell)
-    monkeypatch.setitem(progress._state, "console", None)
+    monkeypatch.setitem(progress._state, "consoles", {})
     console = progress.terminal()
     assert console.is_jupyter and console.file is cell and not console.is_terminal
+
+
+LONG_LABEL = "train fastpitch on every sentence of the workstation corpus"
+
+
+def test_progress_line_at_80_columns_shortens_the_bar_never_the_counts_or_eta():
+    from rich.cells import cell_len
+
+    from hackathon.core.progress import progress_line
+
+    fields = {"epoch": "2/10", "loss": 0.12345, "val_wer": 0.5}
+    for width in (200, 120, 80, 60, 40):
+        line = progress_line(LONG_LABEL, 113, 3000, dict(fields), elapsed=65, eta=1600, width=width).plain
+        assert cell_len(line) <= width and "113/3000  " in line and "  eta 26m40s" in line, (width, line)
+    wide = progress_line("train", 113, 3000, dict(fields), elapsed=65, eta=1600, width=120).plain
+    assert "━" in wide and "113/3000  epoch 2/10  loss 0.1235  val_wer 0.5  1m05s  eta 26m40s" in wide  # room: all of it
+    narrow = progress_line(LONG_LABEL, 113, 3000, dict(fields), elapsed=65, eta=1600, width=40).plain
+    assert narrow == "  train fastpitch…  113/3000  eta 26m40s"  # bar, fields, elapsed gone; label shortened
+    done = progress_line("train", 3000, 3000, {}, elapsed=65, eta=0, width=80).plain
+    assert done.endswith("3000/3000  in 1m05s")
+
+
+def test_bar_on_an_80_column_terminal_shows_count_and_eta_uncut(monkeypatch):
+    """A real Bar on a terminal console (COLUMNS=80): every frame it draws fits and keeps the count and ETA."""
+    import io
+    import re
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from hackathon.core import progress
+
+    monkeypatch.setenv("COLUMNS", "80")
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, color_system=None, highlight=False, soft_wrap=True)
+    assert console.width == 80
+    monkeypatch.setitem(progress._state, "consoles", {"stderr": (sys.stderr, console)})
+    with progress.bar(LONG_LABEL, total=3000) as b:
+        b.update(completed=113, epoch="2/10", loss=0.12345)
+        b._live.refresh()
+        frames = [f for f in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", screen.getvalue()).split("\n") if f.strip()]
+    assert frames and all(cell_len(f) <= 80 for f in frames), frames
+    assert re.search(r"113/3000  eta \d+m\d\ds", frames[-1]), frames

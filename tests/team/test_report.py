@@ -112,3 +112,72 @@ def test_broken_assets_file_is_reported_not_fatal(tmp_path):
     (tmp_path / "report_assets.json").write_text("{not json")
     page = write_run_report(tmp_path).read_text()
     assert "could not read report_assets.json" in page and "no metrics.json yet" in page
+
+
+class CellText(__import__("html.parser").parser.HTMLParser):
+    """The text of every table cell (td/th) of a page, nested tables included; and the order of ids."""
+
+    def __init__(self):
+        super().__init__()
+        self.cells, self.ids, self._open = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if dict(attrs).get("id"):
+            self.ids.append(dict(attrs)["id"])
+        if tag in ("td", "th"):
+            self._open.append("")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._open:
+            text = self._open.pop()
+            self.cells.append(text)
+            if self._open:
+                self._open[-1] += text
+
+    def handle_data(self, data):
+        if self._open:
+            self._open[-1] += data
+
+
+def cells_and_ids(page: str) -> tuple[list[str], list[str]]:
+    parser = CellText()
+    parser.feed(page)
+    return parser.cells, parser.ids
+
+
+def test_headline_first_then_pictures_then_provenance_and_stages_without_json_in_cells(tmp_path):
+    """What a task declares (report_assets.json `headline`, a table marked headline) leads the page; dicts in
+    metrics.json and in the stages' recorded values are sub-tables; bookkeeping columns are not plotted."""
+    from hackathon.core.report import add_report_assets
+
+    (tmp_path / "meta.json").write_text(json.dumps({"task": "detect", "status": "done", "user": "ana", "stages": {
+        "train": {"status": "done", "seconds": 12.5, "attempts": 1, "model": "ssd",
+                  "resumed_from": {"epoch": 2, "global_step": 40}, "fit_attempts": [{"batch_size": 8, "seconds": 3.0}]}},
+        "versions": {"torch": "2.4"}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"map50": 0.61, "map": 0.33, "num_images": 24,
+                                                       "ap50_per_class": {"with_mask": 0.7, "without_mask": None}}))
+    log_dir = tmp_path / "logs" / "torch_train"
+    log_dir.mkdir(parents=True)
+    (log_dir / "metrics.csv").write_text("epoch,step,train_loss,lr,val_map50,seconds,steps,train_step_timing\n"
+                                         "0,5,2.0,0.01,0.2,10.5,5,0.1\n1,10,1.0,0.01,0.4,21.0,10,0.1\n")
+    Image.new("RGB", (32, 24), (0, 90, 200)).save(tmp_path / "pr.png")
+    add_report_assets(tmp_path, images=[{"path": "pr.png", "caption": "PR curves"}],
+                      tables=[{"title": "AP per class", "headline": True, "rows": [{"class": "with_mask", "ap": 0.7}]},
+                              {"title": "Samples", "rows": [{"image": "a.png", "boxes": [{"x": 1}, {"x": 2}]}]}],
+                      headline=[{"key": "map50", "label": "mAP@0.5", "better": "higher"}, "map", "ap50_per_class",
+                                {"key": "recall", "label": "not measured"}])
+    page = write_run_report(tmp_path).read_text()
+    cells, ids = cells_and_ids(page)
+
+    assert ids[:2] == ["headline", "pictures"] and ids.index("provenance") < ids.index("stages")
+    headline = page[page.index('id=headline'):page.index('id=pictures')]
+    assert "mAP@0.5" in headline and "0.61" in headline and "map50, higher is better" in headline
+    assert "AP per class" in headline and "with_mask" in headline  # the marked table and the dict metric
+    assert "not measured" in headline and "\u2014" in headline  # a declared key missing from metrics.json
+    assert page.index("PR curves") < page.index("Samples") < page.index("All metrics") < page.index("Provenance")
+    assert cells and not [c for c in cells if "{" in c or "}" in c], [c for c in cells if "{" in c]
+    assert "resumed_from" in cells and "global_step" in cells and "40" in cells  # recorded: a sub-table
+    from hackathon.core.report import collect_training_logs
+
+    series = collect_training_logs(tmp_path)[0]["logs/torch_train/metrics.csv"]
+    assert sorted(series) == ["train_loss", "val_map50"]  # epoch, step(s), lr, seconds, timing: bookkeeping
