@@ -123,15 +123,18 @@ def collect_training_logs(run_dir: Path) -> tuple[dict[str, Series], list[str]]:
 
 
 def plot_series(title: str, series: Series) -> bytes:
-    """PNG: losses together in the first panel, then each validation metric, then any other scalar."""
+    """PNG: training losses together in the first panel, validation losses in the second, then each
+    validation metric, then any other scalar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    losses = {t: p for t, p in series.items() if "loss" in t.lower()}
-    others = sorted((t for t in series if t not in losses), key=lambda t: ("val" not in t.lower(), t))
-    panels: list[tuple[str, Series]] = ([("loss", losses)] if losses else [])
+    losses = {t for t in series if "loss" in t.lower()}
+    validation = {t for t in series if re.search(r"(^|[/_])(val|v)[_/]|^val", t.lower())}
+    others = sorted((t for t in series if t not in losses), key=lambda t: (t not in validation, t))
+    panels: list[tuple[str, Series]] = [(name, {t: series[t] for t in tags}) for name, tags in
+                                        (("loss", losses - validation), ("validation loss", losses & validation)) if tags]
     panels += [(t, {t: series[t]}) for t in others]
     panels = panels[:MAX_PLOTS_PER_SOURCE]
     cols = min(2, len(panels))
@@ -142,7 +145,7 @@ def plot_series(title: str, series: Series) -> bytes:
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="." if len(points) < 30 else None, label=tag)
         values = [v for points in group.values() for _, v in points]
-        if name == "loss" and min(values) > 0 and max(values) / min(values) > 50:
+        if "loss" in name and min(values) > 0 and max(values) / min(values) > 50:
             ax.set_yscale("log")  # CTC/TTS losses fall by orders of magnitude: keep the tail readable
         ax.set_title(name)
         ax.set_xlabel("step")
