@@ -216,33 +216,26 @@ def _asset_file(run_dir: Path, rel: str) -> tuple[Path | None, str | None]:
     return path, None
 
 
+def _embedded(run_dir: Path, item: dict, tag: str) -> tuple[str, str]:
+    """(caption, the <img>/<audio> element or the problem with its file)."""
+    path, problem = _asset_file(run_dir, str(item.get("path", "")))
+    caption = e(str(item.get("caption") or item.get("path", "")))
+    if problem:
+        return caption, f"<span class=warn>{e(problem)}</span>"
+    uri = _data_uri(path.read_bytes(), MIME.get(path.suffix.lower(), "application/octet-stream"))
+    return caption, (f'<img src="{uri}" alt="{caption}">' if tag == "img" else
+                     f'<audio controls preload="none" src="{uri}"></audio>')
+
+
 def _images_html(run_dir: Path, images: list[dict]) -> str:
-    parts = []
-    for item in images:
-        path, problem = _asset_file(run_dir, str(item.get("path", "")))
-        caption = e(str(item.get("caption") or item.get("path", "")))
-        if problem:
-            parts.append(f"<figure><p class=warn>{e(problem)}</p><figcaption>{caption}</figcaption></figure>")
-            continue
-        mime = MIME.get(path.suffix.lower(), "application/octet-stream")
-        parts.append(f'<figure><img src="{_data_uri(path.read_bytes(), mime)}" alt="{caption}">'
-                     f"<figcaption>{caption}</figcaption></figure>")
-    return "".join(parts)
+    return "".join("<figure>{1}<figcaption>{0}</figcaption></figure>".format(*_embedded(run_dir, item, "img"))
+                   for item in images)
 
 
 def _audio_html(run_dir: Path, audio: list[dict]) -> str:
-    rows = []
-    for item in audio:
-        path, problem = _asset_file(run_dir, str(item.get("path", "")))
-        caption = e(str(item.get("caption") or item.get("path", "")))
-        text = e(str(item.get("text") or ""))
-        if problem:
-            player = f"<span class=warn>{e(problem)}</span>"
-        else:
-            mime = MIME.get(path.suffix.lower(), "audio/wav")
-            player = f'<audio controls preload="none" src="{_data_uri(path.read_bytes(), mime)}"></audio>'
-        rows.append(f"<tr><td>{caption}</td><td>{player}</td><td>{text}</td></tr>")
-    return "<table><tr><th>clip</th><th>listen</th><th>text</th></tr>" + "".join(rows) + "</table>"
+    rows = "".join("<tr><td>{}</td><td>{}</td>".format(*_embedded(run_dir, item, "audio"))
+                   + f"<td>{e(str(item.get('text') or ''))}</td></tr>" for item in audio)
+    return f"<table><tr><th>clip</th><th>listen</th><th>text</th></tr>{rows}</table>"
 
 
 def _stages_html(meta: dict) -> str:
