@@ -43,11 +43,12 @@ def time_ours(ctx, train_stage) -> float:
 
 def time_bare(ctx, workdir: Path) -> float:
     import lightning.pytorch as pl
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from hackathon.core.training import trainer_settings
     from tasks.asr.model import INIT_MODEL, dataset_config, read_vocabulary_report, restore_model
     from tasks.asr.prepare import manifest_path
+    from tasks.asr.train import nemo_optim_config
 
     cfg = ctx.cfg
     labels = read_vocabulary_report(ctx.run_dir)["vocabulary"]
@@ -57,11 +58,11 @@ def time_bare(ctx, workdir: Path) -> float:
     trainer = pl.Trainer(default_root_dir=str(workdir / "bare"), **settings)
     model = restore_model(ctx.run_dir / INIT_MODEL, trainer=trainer)
     model.setup_training_data(dataset_config(cfg, manifest_path(ctx.run_dir, "train"), labels,
-                                             int(cfg.data.batch_size), shuffle=True, training=True))
+                                             int(cfg.trainer.batch_size), shuffle=True, training=True))
     model.setup_validation_data(dataset_config(cfg, manifest_path(ctx.run_dir, "val"), labels,
                                                int(cfg.evaluate.batch_size), shuffle=False, training=False))
     with open_dict(model.cfg):
-        model.cfg.optim = OmegaConf.create(OmegaConf.to_container(cfg.optim, resolve=True))
+        model.cfg.optim = nemo_optim_config(cfg)
     trainer.fit(model)
     return time.perf_counter() - t0
 

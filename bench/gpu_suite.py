@@ -73,7 +73,7 @@ def asr_section(dry: bool, work: Path) -> dict:
     from hackathon.core.training import trainer_settings
 
     return {"spec": spec or "demo", "precision": trainer_settings(ctx.cfg.trainer)["precision"],
-            "batch_size": int(ctx.cfg.data.batch_size), "epochs": epochs, "train_utterances": n_train,
+            "batch_size": int(ctx.cfg.trainer.batch_size), "epochs": epochs, "train_utterances": n_train,
             "ours_seconds": round(ours, 2), "bare_seconds": round(bare, 2),
             "ours_utts_per_s": round(n_train * epochs / ours, 1), "bare_utts_per_s": round(n_train * epochs / bare, 1),
             "ratio_ours_over_bare": round(ours / bare, 3)}
@@ -94,7 +94,7 @@ def prepared_run_with_spec(prepared_run, workdir: Path, overrides: list[str], sp
 TTS_TINY = ["fastpitch.model_overrides.model.symbols_embedding_dim=32",
             "fastpitch.model_overrides.model.input_fft.n_layer=1", "fastpitch.model_overrides.model.output_fft.n_layer=1",
             "fastpitch.model_overrides.model.input_fft.d_inner=64", "fastpitch.model_overrides.model.output_fft.d_inner=64",
-            "fastpitch.batch_size=4", "hifigan.batch_size=2"]
+            "fastpitch.trainer.batch_size=4", "hifigan.trainer.batch_size=2"]
 
 
 def tts_sections(dry: bool, work: Path) -> dict:
@@ -104,7 +104,7 @@ def tts_sections(dry: bool, work: Path) -> dict:
     steps_fp, steps_hg = (3, 1) if dry else (200, 100)
     common = [f"+fastpitch.trainer.max_steps={steps_fp}", "fastpitch.trainer.max_time=null",
               "fastpitch.trainer.check_val_every_n_epoch=1000", "hifigan.enabled=true",
-              f"hifigan.pretrain_steps={steps_hg}", f"hifigan.finetune_steps={steps_hg}"]
+              f"hifigan.trainer.pretrain_steps={steps_hg}", f"hifigan.trainer.finetune_steps={steps_hg}"]
     spec = None if dry else "workstation"
     overrides = common + (TTS_TINY if dry else [])
     if dry:  # the TTS tests' 9-utterance corpus instead of the demo corpus (whose pitch extraction takes minutes)
@@ -124,10 +124,10 @@ def tts_sections(dry: bool, work: Path) -> dict:
     fp, hg = ctx.meta["stages"]["fastpitch"], ctx.meta["stages"]["hifigan"]
     fp_steps = max(1, int(fp.get("global_step") or steps_fp))
     return {
-        "fastpitch": {"batch_size": int(ctx.cfg.fastpitch.batch_size), "steps": fp_steps,
+        "fastpitch": {"batch_size": int(ctx.cfg.fastpitch.trainer.batch_size), "steps": fp_steps,
                       "seconds_per_step": round(float(fp.get("train_seconds") or times["fastpitch"][0]) / fp_steps, 4),
                       "note": "fit wall time / steps (Lightning start-up included)", **times["fastpitch"][1]},
-        "hifigan": {"batch_size": int(ctx.cfg.hifigan.batch_size), "steps": 2 * steps_hg,
+        "hifigan": {"batch_size": int(ctx.cfg.hifigan.trainer.batch_size), "steps": 2 * steps_hg,
                     "seconds_per_step": hg.get("seconds_per_step"), **times["hifigan"][1]},
         "tts_data_seconds": round(sum(times[n][0] for n in ("prepare", "g2p", "sup_data")), 1),
     }

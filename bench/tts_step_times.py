@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     finetune = max(1, args.hifigan_steps - pretrain)
     overrides = [f"data.sample_rate={args.rate}", f"fastpitch.trainer.max_steps={args.fastpitch_steps}",
                  "fastpitch.trainer.max_epochs=-1", "fastpitch.trainer.max_time=null", "hifigan.enabled=true",
-                 f"hifigan.pretrain_steps={pretrain}", f"hifigan.finetune_steps={finetune}", *args.overrides]
+                 f"hifigan.trainer.pretrain_steps={pretrain}", f"hifigan.trainer.finetune_steps={finetune}", *args.overrides]
     ctx = prepare_run("tts", overrides, spec=args.spec, run_dir=args.run_dir, new=args.run_dir is None)
     stages = build_stages(ctx.cfg)
     t0 = time.time()
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
               "fastpitch_steps": fastpitch["global_step"], "fastpitch_batch_size": fastpitch["batch_size"],
               "fastpitch_params": fastpitch["parameters"],
               "fastpitch_seconds_per_step": round(fastpitch["train_seconds"] / max(1, fastpitch["global_step"]), 4),
-              "hifigan_steps": pretrain + finetune, "hifigan_batch_size": int(ctx.cfg.hifigan.batch_size),
+              "hifigan_steps": pretrain + finetune, "hifigan_batch_size": int(ctx.cfg.hifigan.trainer.batch_size),
               "hifigan_generator_params": hifigan["generator_parameters"],
               "hifigan_seconds_per_step": hifigan["seconds_per_step"], "total_seconds": round(time.time() - t0, 1)}
     print(json.dumps(result))

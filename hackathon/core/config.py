@@ -115,6 +115,9 @@ def spec_chain(path: Path) -> list[tuple[Path, object]]:
     return chain[::-1]
 
 
+REPLACE = "_replace_"  # `section: {_replace_: true, ...}` in a spec: the section replaces its base's, not merged
+
+
 def _leaves(cfg, prefix: str = "") -> list[str]:
     """Dotted keys whose value is not a mapping (lists count as one value: a later file replaces them)."""
     from omegaconf import DictConfig
@@ -122,11 +125,45 @@ def _leaves(cfg, prefix: str = "") -> list[str]:
     out = []
     for k in cfg.keys():
         node = cfg._get_node(k)
-        if isinstance(node, DictConfig) and not node._is_none() and len(node):
+        if k == REPLACE:
+            continue
+        if isinstance(node, DictConfig) and not node._is_none() and set(node.keys()) - {REPLACE}:
             out.extend(_leaves(node, f"{prefix}{k}."))
         else:
             out.append(f"{prefix}{k}")
     return out
+
+
+def _replaced(cfg, prefix: str = "") -> list[str]:
+    """Dotted paths of the mappings marked `_replace_: true` (the marker is removed)."""
+    from omegaconf import DictConfig
+
+    out = []
+    for k in list(cfg.keys()):
+        node = cfg._get_node(k)
+        if isinstance(node, DictConfig) and not node._is_none():
+            if node.pop(REPLACE, False):
+                out.append(f"{prefix}{k}")
+            out.extend(_replaced(node, f"{prefix}{k}."))
+    return out
+
+
+def merge_specs(parts):
+    """OmegaConf merge of spec files, later over earlier (lists replace; `_replace_` mappings too)."""
+    import copy
+
+    from omegaconf import OmegaConf
+
+    merged = OmegaConf.create()
+    for part in parts:
+        part = copy.deepcopy(part)
+        for path in _replaced(part):
+            parent, _, key = path.rpartition(".")
+            node = OmegaConf.select(merged, parent) if parent else merged
+            if node is not None and key in node:
+                del node[key]
+        merged = OmegaConf.merge(merged, part)
+    return merged
 
 
 def renamed_keys(task: str) -> dict[str, str]:
@@ -150,7 +187,7 @@ def _refuse_renamed(renames: dict[str, str], keys, where: str, value: str | None
 
 def load_config_with_sources(task: str, spec: str | None = None, overrides: Sequence[str] = ()):
     """(resolved task config, {leaf key: the spec file that set it last, or "override"}). A spec may start
-    with `base:`; its values are merged over its base's (OmegaConf merge: lists replace). Unknown override
+    with `base:`; its values are merged over its base's (merge_specs). Unknown override
     keys are refused (typos would silently do nothing) unless written `+new.key=value`, as in Hydra;
     renamed keys (specs/renamed.yaml) are refused with their new name."""
     from omegaconf import OmegaConf
@@ -164,7 +201,7 @@ def load_config_with_sources(task: str, spec: str | None = None, overrides: Sequ
         _refuse_renamed(renames, _all_keys(part), _display(file))
         sources.update({k: _display(file) for k in _leaves(part)})
     try:
-        cfg = OmegaConf.merge(*[part for _, part in chain])
+        cfg = merge_specs([part for _, part in chain])
     except OmegaConfBaseException as exc:
         raise HackathonError(f"Spec {path} does not fit its base: {exc}", fix="Check the field types against the base spec.")
     known = set(_all_keys(cfg))

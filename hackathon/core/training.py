@@ -11,7 +11,7 @@ One call does what the team used to do by hand plus what went wrong in the noteb
         model.setup_optimization(optim_cfg)
         return model
 
-    result = fit_resumable(ctx, build_model, ctx.cfg.trainer, batch_size=ctx.cfg.data.batch_size,
+    result = fit_resumable(ctx, build_model, ctx.cfg.trainer, batch_size=ctx.cfg.trainer.batch_size,
                            monitor="val_wer", mode="min")
     load_best_weights(result.model, result)         # optional: best-by-monitor instead of last weights
 

@@ -39,7 +39,7 @@ def build_nemo_stages(cfg) -> list[Stage]:
     return [
         Stage("prepare", prepare_stage, "data", config_keys=("data",), inputs=source_inputs),
         Stage("model", model_stage, "model", config_keys=("seed", "model", "data.sample_rate")),
-        Stage("train", train_stage, "train", trainer="trainer", config_keys=("seed", "data.batch_size", "data.max_duration", "data.min_duration",
+        Stage("train", train_stage, "train", trainer="trainer", config_keys=("seed", "data.max_duration", "data.min_duration",
                                                  "data.num_workers", "data.sample_rate", "model.freeze_encoder",
                                                  "optim", "trainer", "export.average_best_k")),
         Stage("evaluate", evaluate_stage, "evaluate", config_keys=("evaluate", "data.language")),

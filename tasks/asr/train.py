@@ -35,9 +35,17 @@ def freeze_encoder_keep_batchnorm(model) -> None:
                 p.requires_grad_(True)
 
 
+def nemo_optim_config(cfg):
+    """NeMo's optim config: the spec's `optim` section with the learning rate from `trainer.lr`."""
+    from omegaconf import OmegaConf
+
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    return OmegaConf.create({"name": optim.pop("name"), "lr": cfg.trainer.lr, **optim})
+
+
 def make_model_builder(ctx):
     """build_model(trainer, batch_size) for fit_resumable: everything read from the run dir."""
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     cfg = ctx.cfg
     labels = read_vocabulary_report(ctx.run_dir)["vocabulary"]
@@ -54,10 +62,10 @@ def make_model_builder(ctx):
                                                    int(cfg.evaluate.batch_size), shuffle=False, training=False))
         if cfg.model.freeze_encoder:
             freeze_encoder_keep_batchnorm(model)
-        # Lightning's configure_optimizers builds the optimizer from cfg.optim, after the freeze, so frozen
-        # weights are not in it and the scheduler sees this attempt's steps per epoch.
+        # Lightning's configure_optimizers builds the optimizer from cfg.optim + trainer.lr, after the freeze,
+        # so frozen weights are not in it and the scheduler sees this attempt's steps per epoch.
         with open_dict(model.cfg):
-            model.cfg.optim = OmegaConf.create(OmegaConf.to_container(cfg.optim, resolve=True))
+            model.cfg.optim = nemo_optim_config(cfg)
         return model
 
     return build_model
@@ -73,7 +81,7 @@ def train_stage(ctx) -> None:
 
     cfg = ctx.cfg
     t0 = time.time()
-    result = fit_resumable(ctx, make_model_builder(ctx), cfg.trainer, batch_size=int(cfg.data.batch_size),
+    result = fit_resumable(ctx, make_model_builder(ctx), cfg.trainer, batch_size=int(cfg.trainer.batch_size),
                            monitor=MONITOR, mode="min", name="fit", seed=int(cfg.seed),
                            keep_best=max(1, int(cfg.export.get("average_best_k", 0) or 0)))
     best = load_best_weights(result.model, result)

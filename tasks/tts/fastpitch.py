@@ -22,7 +22,7 @@ def fastpitch_config(ctx):
     section = ctx.cfg.fastpitch
     stats = json.loads(ctx.path("sup_data", "pitch_stats.json").read_text())
     dict_path = ctx.path("g2p", "pinyin_dict.txt")
-    peak_lr, warmup = float(section.peak_lr), int(section.warmup_steps)
+    peak_lr, warmup = float(section.trainer.lr), int(section.warmup_steps)
     filled = {
         "train_dataset": str(ctx.path("sup_data", "train.json")),
         "validation_datasets": str(ctx.path("sup_data", "val.json")),
@@ -35,11 +35,11 @@ def fastpitch_config(ctx):
         "pitch_fmax": stats["pitch_fmax"],
         "sample_rate": int(ctx.cfg.data.sample_rate),
         "model.text_tokenizer": g2p_config(dict_path, ctx.cfg.g2p),
-        "model.train_ds.dataloader_params.batch_size": int(section.batch_size),
-        "model.validation_ds.dataloader_params.batch_size": int(section.batch_size),
+        "model.train_ds.dataloader_params.batch_size": int(section.trainer.batch_size),
+        "model.validation_ds.dataloader_params.batch_size": int(section.trainer.batch_size),
         "model.train_ds.dataloader_params.num_workers": int(section.num_workers),
         "model.validation_ds.dataloader_params.num_workers": int(section.num_workers),
-        # NoamAnnealing with d_model=1 peaks at lr / sqrt(warmup): choose lr so the peak is `peak_lr`.
+        # NoamAnnealing with d_model=1 peaks at lr / sqrt(warmup): choose lr so the peak is `trainer.lr`.
         "model.optim.lr": peak_lr * math.sqrt(warmup),
         "model.optim.sched.warmup_steps": warmup,
     }
@@ -70,8 +70,8 @@ def fastpitch_stage(ctx) -> None:
     model_cfg = fastpitch_config(ctx)
     atomic_write_text(ctx.path("models", "fastpitch_config.yaml"), OmegaConf.to_yaml(model_cfg))
     result = fit_resumable(ctx, lambda trainer, bs: build_fastpitch(model_cfg, trainer, bs),
-                           ctx.cfg.fastpitch.trainer, batch_size=int(ctx.cfg.fastpitch.batch_size),
-                           monitor="val_loss", mode="min", name="fastpitch")
+                           ctx.cfg.fastpitch.trainer, batch_size=int(ctx.cfg.fastpitch.trainer.batch_size),
+                           monitor="val_loss", mode="min", name="fastpitch", seed=int(ctx.cfg.seed))
     if not result.trainer.is_global_zero:  # DDP / torchrun worker: rank 0 writes the model and the records
         return
     model = result.model

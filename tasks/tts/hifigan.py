@@ -27,8 +27,8 @@ def hifigan_config(ctx, phase: str, steps: int):
         "load_precomputed_mel": precomputed,
         "sample_rate": int(ctx.cfg.data.sample_rate),
         "model.max_steps": int(steps),
-        "model.train_ds.dataloader_params.batch_size": int(section.batch_size),
-        "model.validation_ds.dataloader_params.batch_size": int(section.batch_size),
+        "model.train_ds.dataloader_params.batch_size": int(section.trainer.batch_size),
+        "model.validation_ds.dataloader_params.batch_size": int(section.trainer.batch_size),
         "model.train_ds.dataloader_params.num_workers": int(section.num_workers),
         "model.validation_ds.dataloader_params.num_workers": int(section.num_workers),
     }
@@ -52,9 +52,11 @@ def _check_matches_fastpitch(ctx, cfg) -> None:
 
 
 def _trainer_cfg(ctx, steps: int) -> dict:
+    """hifigan.trainer for one phase: its steps as max_steps (the phases' step keys are ours, not Lightning's)."""
     from omegaconf import OmegaConf
 
     settings = OmegaConf.to_container(ctx.cfg.hifigan.trainer, resolve=True)
+    settings.pop("pretrain_steps"), settings.pop("finetune_steps")
     settings.update(max_steps=int(steps), max_epochs=-1)
     return settings
 
@@ -81,13 +83,13 @@ def hifigan_stage(ctx) -> None:
     if not section.enabled:
         ctx.record(skipped="hifigan.enabled is false: synthesis uses Griffin-Lim")
         return
-    pre_cfg = hifigan_config(ctx, "pretrain", int(section.pretrain_steps))
-    pre = fit_resumable(ctx, lambda trainer, bs: build_hifigan(pre_cfg, trainer, bs), _trainer_cfg(ctx, section.pretrain_steps),
-                        batch_size=int(section.batch_size), name="hifigan_pretrain")
-    fine_cfg = hifigan_config(ctx, "finetune", int(section.finetune_steps))
-    fine = fit_resumable(ctx, lambda trainer, bs: build_hifigan(fine_cfg, trainer, bs, init_from=pre.last_checkpoint),
-                         _trainer_cfg(ctx, section.finetune_steps), batch_size=int(section.batch_size),
-                         name="hifigan_finetune")
+    steps, bs, seed = section.trainer, int(section.trainer.batch_size), int(ctx.cfg.seed)
+    pre_cfg = hifigan_config(ctx, "pretrain", int(steps.pretrain_steps))
+    pre = fit_resumable(ctx, lambda trainer, b: build_hifigan(pre_cfg, trainer, b), _trainer_cfg(ctx, steps.pretrain_steps),
+                        batch_size=bs, name="hifigan_pretrain", seed=seed)
+    fine_cfg = hifigan_config(ctx, "finetune", int(steps.finetune_steps))
+    fine = fit_resumable(ctx, lambda trainer, b: build_hifigan(fine_cfg, trainer, b, init_from=pre.last_checkpoint),
+                         _trainer_cfg(ctx, steps.finetune_steps), batch_size=bs, name="hifigan_finetune", seed=seed)
     if not fine.trainer.is_global_zero:  # DDP / torchrun worker: rank 0 writes the model and the records
         return
     with atomic_path(ctx.path("models", NEMO_NAME), suffix=".nemo") as tmp:
@@ -96,7 +98,7 @@ def hifigan_stage(ctx) -> None:
     n_all = sum(p.numel() for p in fine.model.parameters())
     ctx.record(generator_parameters=n_gen, parameters=n_all, pretrain_seconds=round(pre.seconds, 1),
                finetune_seconds=round(fine.seconds, 1),
-               seconds_per_step=round((pre.seconds + fine.seconds) / max(1, int(section.pretrain_steps) + int(section.finetune_steps)), 2))
+               seconds_per_step=round((pre.seconds + fine.seconds) / max(1, int(steps.pretrain_steps) + int(steps.finetune_steps)), 2))
 
 
 def load_hifigan(run_dir: str | Path):

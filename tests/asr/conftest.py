@@ -27,7 +27,7 @@ def tiny_spec(path: Path, **changes) -> Path:
     cfg.model.nemo.decoder.feat_in = 64
     cfg.data.demo.renditions = 1
     cfg.data.demo.noise = False
-    cfg.data.batch_size = 8
+    cfg.trainer.batch_size = 8
     cfg.trainer.max_epochs = 2
     cfg.evaluate.worst_n = 2
     cfg.export.check_utts = 2

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from hackathon.core import config as config_mod
 from hackathon.core.config import describe_config, load_config, renamed_keys, spec_chain
@@ -48,13 +49,18 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_base_chain_merges_and_cycle_is_refused(tmp_path):
-    write(tmp_path / "default.yaml", "seed: 1\nlist: [1, 2, 3]\ntrainer:\n  lr: 0.5\n  batch_size: 4\n")
+    write(tmp_path / "default.yaml", "seed: 1\nlist: [1, 2, 3]\ntrainer:\n  lr: 0.5\n  batch_size: 4\n"
+          "model:\n  overrides:\n    small: 1\n    dims: {a: 1}\n")
     write(tmp_path / "t" / "demo.yaml", "base: ../default.yaml\nseed: 2\ntrainer:\n  batch_size: 8\n"
           "  steps: ${trainer.batch_size}\n")
-    ws = write(tmp_path / "t" / "ws.yaml", "base: demo\nlist: [9]\ntrainer:\n  batch_size: 32\n")
+    ws = write(tmp_path / "t" / "ws.yaml", "base: demo\nlist: [9]\ntrainer:\n  batch_size: 32\n"
+          "model:\n  overrides:\n    _replace_: true\n    dims: {b: 2}\n")
     cfg = load_config("asr", str(ws))
     assert "base" not in cfg
     assert (cfg.seed, list(cfg.list), cfg.trainer.lr, cfg.trainer.batch_size, cfg.trainer.steps) == (2, [9], 0.5, 32, 32)
+    assert OmegaConf.to_container(cfg.model.overrides) == {"dims": {"b": 2}}  # replaced, not merged
+    assert OmegaConf.to_container(load_config("asr", str(tmp_path / "t" / "demo.yaml")).model.overrides) == {
+        "small": 1, "dims": {"a": 1}}
     assert [p.name for p, _ in spec_chain(ws)] == ["default.yaml", "demo.yaml", "ws.yaml"]
     write(tmp_path / "default.yaml", "base: t/ws.yaml\nseed: 1\n")
     with pytest.raises(HackathonError, match="cycle") as err:
@@ -66,13 +72,13 @@ def test_base_chain_merges_and_cycle_is_refused(tmp_path):
 
 
 def test_print_config_names_the_source_of_every_value(tmp_path):
-    base = write(tmp_path / "demo.yaml", "seed: 1\ndata:\n  rate: 16000\n  batch_size: 4\n"
+    base = write(tmp_path / "demo.yaml", "seed: 1\ndata:\n  rate: 16000\n  workers: 4\n"
                  "model:\n  rate: ${data.rate}\n  blocks:\n    - {filters: 8}\n")
-    ws = write(tmp_path / "ws.yaml", "base: demo\ndata:\n  batch_size: 32\n")
+    ws = write(tmp_path / "ws.yaml", "base: demo\ndata:\n  workers: 32\n")
     text = describe_config("asr", str(ws), ["data.rate=8000", "+extra.flag=true"])
     lines = dict(line.strip().split(": ", 1) for line in text.splitlines() if ": " in line)
     assert lines["seed"] == f"1  # {base}"
-    assert lines["batch_size"] == f"32  # {ws}"
+    assert lines["workers"] == f"32  # {ws}"
     assert lines["flag"] == "true  # override"
     data, model = text.split("model:")
     assert "  rate: 8000  # override" in data and f"  rate: 8000  # {base}" in model  # where ${data.rate} is written
@@ -145,20 +151,40 @@ def test_every_spec_field_is_commented():
 
 
 def test_base_specs_hold_only_their_differences():
+    """A spec with `base:` (a workstation spec, demo44k) writes only the fields whose value differs from its
+    base's; a `_replace_` section replaces its base's section, so its fields all count."""
+    import copy
+
     from omegaconf import OmegaConf
 
-    from hackathon.core.config import _leaves
+    from hackathon.core.config import REPLACE, _leaves, merge_specs
 
-    based = [p for p in sorted(SPECS_DIR.rglob("*.yaml")) if p.read_text().startswith(("base:", "# "))
-             and len(spec_chain(p)) > 1]
+    based = [p for p in sorted(SPECS_DIR.rglob("*.yaml")) if re.search(r"^base:", p.read_text(), re.MULTILINE)]
+    assert {"asr/workstation.yaml", "tts/workstation.yaml", "tts/demo44k.yaml"} <= {
+        str(p.relative_to(SPECS_DIR)) for p in based}
     same = []
     for path in based:
         chain = spec_chain(path)
-        below = OmegaConf.merge(*[part for _, part in chain[:-1]])
-        for key in _leaves(chain[-1][1]):
-            if OmegaConf.select(below, key, default="<absent>") == OmegaConf.select(chain[-1][1], key):
+        below, own = merge_specs([part for _, part in chain[:-1]]), copy.deepcopy(chain[-1][1])
+        replaced = [k for k in _all_paths(own) if OmegaConf.select(own, k, default=None) is not None
+                and OmegaConf.is_dict(OmegaConf.select(own, k)) and REPLACE in OmegaConf.select(own, k)]
+        for key in _leaves(own):
+            if any(key == r or key.startswith(r + ".") for r in replaced):
+                continue
+            if OmegaConf.select(below, key, default="<absent>") == OmegaConf.select(own, key):
                 same.append(f"{path.relative_to(SPECS_DIR)}: {key}")
     assert not same, "fields equal to the base spec's (drop them):\n" + "\n".join(same)
+
+
+def _all_paths(cfg, prefix: str = "") -> list[str]:
+    from omegaconf import DictConfig
+
+    out = []
+    for k in cfg.keys():
+        out.append(f"{prefix}{k}")
+        if isinstance(cfg._get_node(k), DictConfig):
+            out.extend(_all_paths(cfg[k], f"{prefix}{k}."))
+    return out
 
 
 def test_every_task_has_demo_and_workstation_spec():

@@ -39,7 +39,7 @@ TTS_OVERRIDES = [*TINY_FASTPITCH,  # the TTS tests' tiny FastPitch (tests/tts/co
     "vocoder=griffin_lim",
     "griffin_lim.n_iter=8",
     "synthesize.max_sentences=1",
-    "evaluate.asr_overrides=[trainer.max_epochs=1,export.onnx=false,data.batch_size=4]",
+    "evaluate.asr_overrides=[trainer.max_epochs=1,export.onnx=false,trainer.batch_size=4]",
 ]
 OVERRIDES = {"asr": ASR_OVERRIDES, "detect": DETECT_OVERRIDES, "tts": TTS_OVERRIDES}
 

@@ -35,7 +35,7 @@ def ddp_train_stage(ctx) -> None:
                          limit_train_batches=int(cfg.ddp_test.train_batches), limit_val_batches=0,
                          logger=CSVLogger(str(ctx.logs_dir), name="ddp"), enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
-    model = make_model_builder(ctx)(trainer, int(cfg.data.batch_size))
+    model = make_model_builder(ctx)(trainer, int(cfg.trainer.batch_size))
     first = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.fit(model)
     changed = sum(int(not (p.detach() == first[n]).all()) for n, p in model.named_parameters())

@@ -24,7 +24,7 @@ from tests.team import elastic_harness as h
 # The ASR demo as it is (QuartzNet on the demo corpus, 20 epochs) with 8 utterances per rank: 2 ranks
 # make the demo's batch of 16, so the run learns as the demo does (held-out CER near 0, bench/RESULTS.md)
 # and "CER within 0.02" compares trained models, not two untrained ones. Validation every 2 epochs.
-ASR = ["data.batch_size=8", "trainer.check_val_every_n_epoch=2", "export.onnx=false", "evaluate.worst_n=1"]
+ASR = ["trainer.batch_size=8", "trainer.check_val_every_n_epoch=2", "export.onnx=false", "evaluate.worst_n=1"]
 CER_NOISE = 0.02
 
 

@@ -23,7 +23,7 @@ TINY_FASTPITCH = [
     "fastpitch.model_overrides.model.output_fft.d_inner=64",
     "fastpitch.model_overrides.model.duration_predictor.filter_size=32",
     "fastpitch.model_overrides.model.pitch_predictor.filter_size=32",
-    "fastpitch.batch_size=4",
+    "fastpitch.trainer.batch_size=4",
     "sup_data.pitch_fmax=600",
 ]
 

@@ -34,7 +34,7 @@ def test_44k_run_trains_and_speaks_natively(corpus_44k, tmp_path, hackathon_bin)
     run_dir = tmp_path / "run"
     cmd = [hackathon_bin, "run", "tts", "--spec", "demo44k", "--run-dir", str(run_dir), f"data.source={corpus_44k}",
            *TINY_FASTPITCH, "fastpitch.trainer.max_steps=4", "fastpitch.trainer.check_val_every_n_epoch=2",
-           "hifigan.enabled=true", "hifigan.batch_size=2", "hifigan.pretrain_steps=1", "hifigan.finetune_steps=1",
+           "hifigan.enabled=true", "hifigan.trainer.batch_size=2", "hifigan.trainer.pretrain_steps=1", "hifigan.trainer.finetune_steps=1",
            "vocoder=hifigan", "synthesize.max_sentences=1", "griffin_lim.n_iter=4", "evaluate.asr_judge=false",
            f"sup_data.cache_dir={tmp_path / 'pitch'}", "sup_data.workers=1"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=os.environ.copy())

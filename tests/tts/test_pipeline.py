@@ -27,12 +27,12 @@ OVERRIDES = [
     "fastpitch.trainer.max_time=null",
     "fastpitch.trainer.check_val_every_n_epoch=4",
     "hifigan.enabled=true",
-    "hifigan.batch_size=2",
-    "hifigan.pretrain_steps=1",
-    "hifigan.finetune_steps=1",
+    "hifigan.trainer.batch_size=2",
+    "hifigan.trainer.pretrain_steps=1",
+    "hifigan.trainer.finetune_steps=1",
     "synthesize.max_sentences=2",
     "griffin_lim.n_iter=8",
-    "evaluate.asr_overrides=[trainer.max_epochs=1,export.onnx=false,data.batch_size=4]",
+    "evaluate.asr_overrides=[trainer.max_epochs=1,export.onnx=false,trainer.batch_size=4]",
 ]
 
 
