@@ -35,17 +35,11 @@ _SEXAGESIMAL = re.compile(r"[0-9]+(:[0-9]+)+")
 
 def backend_demo_spec(task: str, overrides: Sequence[str]) -> str | None:
     """`hackathon run asr backend=whisper_lora` without --spec: the demo spec of that backend, i.e. the
-    specs/<task>/*demo.yaml whose top-level `backend:` is that name (None: the task's own demo.yaml)."""
-    import re
-
+    specs/<task>/*demo.yaml whose top-level `backend:` is that name (None: none is, or no backend override)."""
     wanted = [o.split("=", 1)[1].strip() for o in overrides if o.split("=", 1)[0] == "backend"]
     if not wanted:
         return None
     line = re.compile(r"^backend:\s*([\w.-]+)", re.MULTILINE)
-    default = spec_path(task, "demo")
-    found = line.search(default.read_text(encoding="utf-8")) if default.exists() else None
-    if found and found.group(1) == wanted[-1]:
-        return None
     for path in sorted((SPECS_DIR / task).glob("*demo.yaml")):
         found = line.search(path.read_text(encoding="utf-8"))
         if found and found.group(1) == wanted[-1]:
