@@ -66,6 +66,9 @@ def test_backend_override_loads_the_backends_demo_spec():
     assert nemo.backend == "nemo" and build_stages(nemo)[1].fn.__module__ == "tasks.asr.model"
     with pytest.raises(HackathonError, match="Unknown ASR backend"):
         build_stages(load_config("asr", None, ["backend=kaldi"]))
+    with pytest.raises(HackathonError, match="model.init"):  # the old key, refused with its new name
+        load_config("asr", None, ["backend=whisper_lora", "whisper.base=packaged:base"])
+    assert load_config("asr", "whisper_workstation", []).trainer.lr == cfg.trainer.lr  # base: whisper_demo
 
 
 def test_mean_state_dict_averages_floats_keeps_counters():
