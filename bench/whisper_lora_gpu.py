@@ -93,7 +93,7 @@ def measure(base: str = "packaged:base", batch_size: int = 8, steps: int = 20, w
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="packaged:base", help="whisper.base: packaged:base, a folder or a Hub name")
+    parser.add_argument("--base", default="packaged:base", help="model.init: packaged:base, a folder or a Hub name")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)

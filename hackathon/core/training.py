@@ -57,7 +57,7 @@ log = get_logger("hackathon.training")
 
 LAST_NAME = "last.ckpt"
 # Keys of a spec's trainer section that are ours (the one spec vocabulary), not lightning.pytorch.Trainer's.
-ENGINE_KEYS = ("batch_size", "lr")
+ENGINE_KEYS = ("batch_size", "lr", "weight_decay", "warmup_steps")
 FIT_STATE_FILE = "fit.json"  # the key the checkpoints in this folder belong to
 # Duplicates of the last checkpoint that Lightning's version counter or NeMo's exp_manager create.
 _DUPLICATE_LAST = re.compile(r"(^last-v\d+\.ckpt$)|(.+-last\.ckpt$)|(.+-last-v\d+\.ckpt$)")

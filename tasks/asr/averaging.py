@@ -1,6 +1,6 @@
 """Checkpoint averaging (WeNet's average_model): the element-wise mean of the best k checkpoints by
-validation CER. Shared by both ASR backends' export stages (NeMo: Lightning state dicts;
-whisper_lora: the merged weights of the LoRA epochs)."""
+validation CER, read from the best-*.ckpt files hackathon.core.training keeps. Shared by both ASR
+backends (NeMo: Lightning state dicts; whisper_lora: the merged weights of the LoRA adapters)."""
 
 from __future__ import annotations
 
@@ -28,14 +28,15 @@ def mean_state_dict(states: Sequence[Mapping]) -> dict:
 AVERAGED_NEMO = "export/asr_model_averaged.nemo"
 
 
-def best_nemo_checkpoints(ckpt_dir, k: int) -> list[tuple[float, object]]:
-    """[(val CER, path)] of the best k `best-*.ckpt` files hackathon.core.training kept (score from the name)."""
+def best_checkpoints(ckpt_dir, k: int, monitor: str = "val_wer") -> list[tuple[float, object]]:
+    """[(score, path)] of the best k `best-*.ckpt` files hackathon.core.training kept (score from the
+    name; ties: the earlier epoch). NeMo logs val_wer (its CER here), whisper_lora val_cer."""
     import re
     from pathlib import Path
 
     scored = []
     for p in Path(ckpt_dir).glob("best-*.ckpt"):
-        found = re.search(r"val_wer([0-9.]+)\.ckpt$", p.name)
+        found = re.search(rf"{monitor}([0-9.]+)\.ckpt$", p.name)
         if found:
             scored.append((float(found.group(1).rstrip(".")), p))
     return sorted(scored, key=lambda t: (t[0], t[1].name))[:k]
@@ -56,7 +57,7 @@ def average_stage(ctx) -> None:
     k = int(ctx.cfg.export.get("average_best_k", 0) or 0)
     if k <= 0:
         return
-    chosen = best_nemo_checkpoints(ctx.checkpoints_dir / "fit", k)
+    chosen = best_checkpoints(ctx.checkpoints_dir / "fit", k)
     if not chosen:
         ctx.log.warning("export.average_best_k=%d but no best-*.ckpt in %s: nothing averaged", k, ctx.checkpoints_dir / "fit")
         return

@@ -38,11 +38,11 @@ def test_checkpoint_averaging_of_the_best_two_epochs(tiny_run):
     """export.average_best_k=2: both epochs' best checkpoints kept, averaged, CER before/after recorded."""
     import torch
 
-    from tasks.asr.averaging import AVERAGED_NEMO, best_nemo_checkpoints, mean_state_dict
+    from tasks.asr.averaging import AVERAGED_NEMO, best_checkpoints, mean_state_dict
     from tasks.asr.model import restore_model
 
     metrics = read_json(tiny_run / "metrics.json")
-    chosen = best_nemo_checkpoints(tiny_run / "checkpoints" / "fit", 2)
+    chosen = best_checkpoints(tiny_run / "checkpoints" / "fit", 2)
     assert metrics["average_best_k"] == len(chosen) == 2
     assert metrics["cer_before_average"] == pytest.approx(metrics["cer"])
     assert 0.0 <= metrics["cer_after_average"] <= 1.0

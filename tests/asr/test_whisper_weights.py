@@ -59,13 +59,16 @@ def test_backend_override_loads_the_backends_demo_spec():
     from tasks.asr.pipeline import build_stages
 
     cfg = load_config("asr", None, ["backend=whisper_lora", "lora.r=8"])
-    assert cfg.backend == "whisper_lora" and cfg.lora.r == 8 and cfg.whisper.base == "packaged:base"
+    assert cfg.backend == "whisper_lora" and cfg.lora.r == 8 and cfg.model.init == "packaged:base"
     assert [s.name for s in build_stages(cfg)] == ["prepare", "model", "train", "evaluate", "export", "score"]
     assert build_stages(cfg)[1].fn.__module__ == "tasks.asr.whisper_lora.model"
     nemo = load_config("asr", None, [])
     assert nemo.backend == "nemo" and build_stages(nemo)[1].fn.__module__ == "tasks.asr.model"
     with pytest.raises(HackathonError, match="Unknown ASR backend"):
         build_stages(load_config("asr", None, ["backend=kaldi"]))
+    with pytest.raises(HackathonError, match="model.init"):  # the old key, refused with its new name
+        load_config("asr", None, ["backend=whisper_lora", "whisper.base=packaged:base"])
+    assert load_config("asr", "whisper_workstation", []).trainer.lr == cfg.trainer.lr  # base: whisper_demo
 
 
 def test_mean_state_dict_averages_floats_keeps_counters():
@@ -84,6 +87,20 @@ def test_lr_schedule_warms_up_then_decays():
 
     assert lr_factor(0, 4, 20) == 0.25 and lr_factor(3, 4, 20) == 1.0
     assert lr_factor(12, 4, 20) == 0.5 and lr_factor(20, 4, 20) == 0.0
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    """A fit resumed at epoch e (Lightning calls set_epoch) sees the batches an unbroken fit saw."""
+    from tasks.asr.whisper_lora.train import EpochOrder
+
+    order = EpochOrder(9, seed=0)
+    first = list(order)
+    assert sorted(first) == list(range(9)) and len(order) == 9
+    order.set_epoch(1)
+    second = list(order)
+    resumed = EpochOrder(9, seed=0)
+    resumed.set_epoch(1)
+    assert second != first and list(resumed) == second
 
 
 def test_cpu_never_gets_an_int8_base():

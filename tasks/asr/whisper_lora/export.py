@@ -4,7 +4,8 @@ export/adapter/  the best LoRA adapter (peft format; load it on the same base)
 export/merged/   LoRA folded into the base weights: a plain WhisperForConditionalGeneration folder
 export/ct2/      ctranslate2's own TransformersConverter of export/merged (export.ct2_quantization),
                  loaded with faster-whisper
-export/averaged/ with export.average_best_k=k: the mean of the best k epochs' merged weights
+export/averaged/ with export.average_best_k=k: the mean of the merged weights of the best k checkpoints
+                 (checkpoints/whisper/best-*.ckpt by val CER)
 
 Checks (metrics.json): the merged model (full encoder run) and the CTranslate2 model (faster-whisper)
 transcribe the held-out test split; `export_merged_agreement` / `export_ct2_agreement` = fraction of
@@ -66,19 +67,19 @@ def average_best(ctx, k: int, info: dict) -> dict:
     test CER before (best single epoch) and after."""
     import torch
 
-    from tasks.asr.averaging import mean_state_dict
+    from tasks.asr.averaging import best_checkpoints, mean_state_dict
     from tasks.asr.evaluate import aggregate, read_predictions, score_predictions
     from tasks.asr.prepare import read_summary
     from tasks.asr.whisper_lora.decode import load_tokens
     from tasks.asr.whisper_lora.model import base_dir, load_whisper, transcribe_split
-    from tasks.asr.whisper_lora.train import CKPT_NAME, best_epochs, load_adapter_state, load_trained
+    from tasks.asr.whisper_lora.train import CKPT_NAME, MONITOR, load_adapter_state, load_trained
 
-    chosen = best_epochs(ctx.checkpoints_dir / CKPT_NAME, k)
-    model = load_trained(ctx)
-    merged = []
-    for _, row in chosen:
-        load_adapter_state(model, row["adapter"])
+    model, merged, epochs = load_trained(ctx), [], []
+    for _, path in best_checkpoints(ctx.checkpoints_dir / CKPT_NAME, k, MONITOR):
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)  # the adapter weights only
+        load_adapter_state(model, ckpt["state_dict"])
         merged.append(merged_lora_weights(model))
+        epochs.append(int(ckpt["epoch"]) + 1)
     averaged = mean_state_dict(merged)
     base = load_whisper(base_dir(ctx.run_dir))
     missing = [n for n in averaged if n not in dict(base.named_parameters())]
@@ -92,9 +93,8 @@ def average_best(ctx, k: int, info: dict) -> dict:
     rows = score_predictions(transcribe_split(ctx, base, load_tokens(base_dir(ctx.run_dir)), "test",
                                               int(ctx.cfg.evaluate.batch_size)), language)
     before = aggregate(read_predictions(ctx.run_dir)[0])["cer"]
-    write_merged(base, base_dir(ctx.run_dir), ctx.path(EXPORT_DIR, "averaged"),
-                 {**info, "averaged_epochs": [r["epoch"] for _, r in chosen]})
-    return {"average_best_k": len(chosen), "averaged_epochs": [r["epoch"] for _, r in chosen],
+    write_merged(base, base_dir(ctx.run_dir), ctx.path(EXPORT_DIR, "averaged"), {**info, "averaged_epochs": epochs})
+    return {"average_best_k": len(epochs), "averaged_epochs": epochs,
             "cer_before_average": before, "cer_after_average": aggregate(rows)["cer"]}
 
 
@@ -110,8 +110,8 @@ def export_stage(ctx) -> None:
     from tasks.asr.whisper_lora.train import ADAPTER_DIR, load_trained
 
     cfg = ctx.cfg
-    language, task = str(cfg.whisper.language), str(cfg.whisper.task)
-    info = {"backend": "whisper_lora", "language": language, "task": task, "base": str(cfg.whisper.base)}
+    language, task = str(cfg.model.language), str(cfg.model.task)
+    info = {"backend": "whisper_lora", "language": language, "task": task, "base": str(cfg.model.init)}
     base = base_dir(ctx.run_dir)
     score_language = read_summary(ctx.run_dir)["language"]
     with atomic_dir(ctx.path(EXPORT_DIR, "adapter")) as tmp:

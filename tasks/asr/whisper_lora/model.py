@@ -1,8 +1,8 @@
 """Model stage (whisper_lora): base weights -> transformers folder, encoder outputs cached, zero-shot CER.
 
-- `whisper.base` (packaged:base / local folder / Hub name) becomes a transformers folder
+- `model.init` (packaged:base / local folder / Hub name) becomes a transformers folder
   (tasks/asr/whisper_lora/weights.py); where it came from is written to model/whisper_base.json.
-- With `whisper.freeze_encoder` the encoder runs ONCE per clip of every split and its outputs are
+- With `model.freeze_encoder` the encoder runs ONCE per clip of every split and its outputs are
   cached in model/encoder/<split>/ (float32 .npy, one per clip, written atomically; a killed stage
   resumes with the clips it has). Training, validation and evaluate read them: on a CPU the encoder
   (30 s of audio per clip) costs far more than the decoder.
@@ -148,7 +148,7 @@ def transcribe_split(ctx, model, tokens, split: str, batch_size: int) -> list[di
     from tasks.asr.prepare import manifest_path
     from tasks.asr.whisper_lora.decode import load_clip, log_mel, transcribe_features, transcribe_states
 
-    wcfg = ctx.cfg.whisper
+    wcfg = ctx.cfg.model
     entries = read_manifest(manifest_path(ctx.run_dir, split))
     if bool(wcfg.freeze_encoder):
         states = load_states(ctx.run_dir, split, entries, base_dir(ctx.run_dir))
@@ -182,19 +182,19 @@ def model_stage(ctx) -> None:
     from tasks.asr.whisper_lora.weights import source_kind, transformers_dir
 
     cfg = ctx.cfg
-    source = str(cfg.whisper.base)
+    source = str(cfg.model.init)
     model_dir = transformers_dir(source, ctx.log)
     atomic_write_json(ctx.path(BASE_FILE), {"source": source, "kind": source_kind(source),
                                             "transformers_dir": str(model_dir)})
     tokens = load_tokens(model_dir)
-    tokens.prompt(str(cfg.whisper.language), str(cfg.whisper.task))  # unknown language: fail now, clearly
+    tokens.prompt(str(cfg.model.language), str(cfg.model.task))  # unknown language: fail now, clearly
     split_texts = load_split_texts(ctx)
     oov = tokenizer_oov(tokens, split_texts)
     cuda = use_cuda(cfg.trainer)
     model = load_whisper(model_dir, cuda=cuda)
     atomic_write_json(ctx.path(VOCABULARY_FILE), {"source": source, "tokenizer": "whisper byte-level BPE",
                                                   "oov": oov, "parameters": int(sum(p.numel() for p in model.parameters()))})
-    if bool(cfg.whisper.freeze_encoder):
+    if bool(cfg.model.freeze_encoder):
         if not ctx.resuming and (ctx.run_dir / ENCODER_DIR).exists():
             shutil.rmtree(ctx.run_dir / ENCODER_DIR)  # a fresh model stage: base or data changed
         computed = cache_encoder_states(ctx, model, model_dir, batch_size=int(cfg.evaluate.batch_size))

