@@ -87,9 +87,10 @@ def _load_yaml(path: Path):
     return cfg
 
 
-def spec_chain(path: Path) -> list[tuple[Path, object]]:
+def spec_chain(path: Path, home: Path | None = None) -> list[tuple[Path, object]]:
     """[(file, its config without `base`)] from the root base to `path`. `base: NAME` is specs in the same
-    folder (NAME.yaml), `base: ../x.yaml` a path relative to the file."""
+    folder (NAME.yaml), `base: ../x.yaml` a path relative to the file; not there, relative to `home` (the
+    task's specs/ folder: a copy of demo.yaml elsewhere keeps its base)."""
     chain: list[tuple[Path, object]] = []
     while path is not None:
         if path.resolve() in [p.resolve() for p, _ in chain]:
@@ -101,7 +102,10 @@ def spec_chain(path: Path) -> list[tuple[Path, object]]:
         if base is None:
             break
         base = str(base)
-        nxt = path.parent / (base if base.endswith((".yaml", ".yml")) or "/" in base else f"{base}.yaml")
+        rel = base if base.endswith((".yaml", ".yml")) or "/" in base else f"{base}.yaml"
+        nxt = path.parent / rel
+        if not nxt.exists() and home is not None:
+            nxt = home / rel
         if not nxt.exists():
             raise HackathonError(f"{_display(path)}: base spec {base!r} not found ({nxt}).",
                                  fix="Write `base: NAME` for specs/<task>/NAME.yaml or a path relative to the file.")
@@ -190,7 +194,7 @@ def load_config_with_sources(task: str, spec: str | None = None, overrides: Sequ
     path = resolve_spec_file(task, spec if spec is not None else backend_demo_spec(task, overrides))
     renames = renamed_keys(task)
     sources: dict[str, str] = {}
-    chain = spec_chain(path)
+    chain = spec_chain(path, SPECS_DIR / task)
     for file, part in chain:
         _refuse_renamed(renames, _all_keys(part), _display(file))
         sources.update({k: _display(file) for k in _leaves(part)})
