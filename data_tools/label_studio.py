@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from hackathon.core.atomic import read_json_list
+
 IMAGE_KEYS = ("image", "img", "photo")
 AUDIO_KEYS = ("audio", "wav", "sound")
 
@@ -30,14 +32,8 @@ FIXES = {
 
 def is_export(path: Path) -> bool:
     """A JSON list of Label Studio tasks (each with `data` and `annotations`)."""
-    try:
-        with open(path, "rb") as fh:
-            if not fh.read(512).lstrip().startswith(b"["):
-                return False
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, list) and bool(data) and all(
+    data = read_json_list(path)
+    return bool(data) and all(
         isinstance(t, dict) and isinstance(t.get("data"), dict) and "annotations" in t for t in data)
 
 

@@ -21,6 +21,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hackathon.core.atomic import read_json_list
+
 from data_tools import label_studio as ls
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -254,14 +256,8 @@ def read_coco(folder: Path) -> list[RawImage]:
 # ----------------------------------------------------------------------------- CreateML
 
 def _is_createml_json(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            if not fh.read(512).lstrip().startswith(b"["):
-                return False
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return isinstance(data, list) and all(isinstance(e, dict) and "image" in e and "annotations" in e for e in data)
-    except (OSError, ValueError):
-        return False
+    data = read_json_list(path)
+    return data is not None and all(isinstance(e, dict) and "image" in e and "annotations" in e for e in data)
 
 
 def read_createml_file(json_path: Path) -> list[RawImage]:

@@ -78,6 +78,19 @@ def read_json(path: str | os.PathLike, default: Any = None) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def read_json_list(path: str | os.PathLike) -> list | None:
+    """The list a JSON file holds, or None when it is unreadable or not a list (the first bytes tell, so
+    large non-list files are not parsed): how format sniffers test a candidate file."""
+    try:
+        with open(path, "rb") as fh:
+            if not fh.read(512).lstrip().startswith(b"["):
+                return None
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, list) else None
+
+
 def read_jsonl(path: str | os.PathLike, missing_ok: bool = False) -> list:
     """The rows of a JSONL file (blank lines skipped); [] for a missing file when missing_ok."""
     path = Path(path)
