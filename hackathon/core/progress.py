@@ -58,6 +58,12 @@ class TerminalConsole:
     def __getattr__(self, name):
         return getattr(terminal(self._stream), name)
 
+    def out(self, text: str) -> None:
+        """Machine-readable output (TSV, JSON) written as it is: rich's own `out` would expand tabs."""
+        console = terminal(self._stream)
+        console.file.write(text + "\n")
+        console.file.flush()
+
 
 def bar_console():
     """Where bars go: the terminal's stdout during a run's stage (with its stage lines); stderr otherwise

@@ -49,7 +49,7 @@ def _evaluate(ctx):
 
 
 def build_stages(cfg):
-    return [Stage("prepare", _prepare, "data", ("trainer",)), Stage("train", _train, "model", ("work",)),
+    return [Stage("prepare", _prepare, "data", ("trainer",)), Stage("train", _train, "train", ("work",), trainer="trainer"),
             Stage("evaluate", _evaluate, "evaluate", ("result",))]
 
 
