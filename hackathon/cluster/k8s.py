@@ -28,7 +28,6 @@ API_VERSION = "kubeflow.org/v1"
 RDZV_PORT = 29400
 DEFAULT_IMAGE = "registry.example.com/team/hackathon:latest"
 DEFAULT_PULL_SECRET = "ngc-registry"
-DEFAULT_BASE_IMAGE = "nvcr.io/nvidia/nemo:25.04"
 
 
 def pytorchjob(task: str, overrides: Sequence[str] = (), spec: str | None = None, name: str | None = None,

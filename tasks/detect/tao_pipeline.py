@@ -55,8 +55,7 @@ def network(cfg) -> str:
 def _container_cfg(cfg):
     from omegaconf import OmegaConf
 
-    tao = OmegaConf.to_container(cfg.tao, resolve=True) if "tao" in cfg else {}
-    return tao or {}
+    return (OmegaConf.to_container(cfg.tao, resolve=True) if "tao" in cfg else None) or {}
 
 
 def mount_plan(ctx: RunContext) -> MountPlan:
@@ -212,12 +211,8 @@ def _anchors(ctx: RunContext) -> dict:
 
 def weights(ctx: RunContext) -> list[tuple[int, Path]]:
     """(epoch, file) of the checkpoints TAO wrote, oldest first."""
-    found = []
-    for f in (results_dir(ctx, "train") / "weights").glob("*_epoch_*.hdf5"):
-        m = WEIGHTS_RE.search(f.name)
-        if m:
-            found.append((int(m.group(1)), f))
-    return sorted(found)
+    found = [(WEIGHTS_RE.search(f.name), f) for f in (results_dir(ctx, "train") / "weights").glob("*_epoch_*.hdf5")]
+    return sorted((int(m.group(1)), f) for m, f in found if m)
 
 
 def final_weights(ctx: RunContext) -> Path:
