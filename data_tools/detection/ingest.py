@@ -174,10 +174,7 @@ def _encoded_bytes(im, src: Path, reencode: bool, ext: str) -> bytes:
     import io
 
     buf = io.BytesIO()
-    if ext == ".png":
-        im.save(buf, format="PNG")
-    else:
-        im.save(buf, format="JPEG", quality=95)
+    im.save(buf, **({"format": "PNG"} if ext == ".png" else {"format": "JPEG", "quality": 95}))
     return buf.getvalue()
 
 
