@@ -63,16 +63,13 @@ def kitti_predictions_to_coco(kitti_dir: str | os.PathLike, dataset_json: str | 
     ds = load_dataset(dataset_json)
     cat_ids = {name.lower(): i for i, name in enumerate(ds.classes, start=1)}
     index = _load_index(kitti_index)
-    by_stem: dict[str, tuple[int, float, float]] = {}
-    if index is not None:
-        for stem, e in index["images"].items():
-            by_stem[stem] = (int(e["image_id"]), float(e["scale_x"]), float(e["scale_y"]))
+    if index is not None:  # stem -> (image id, scale x, scale y)
+        by_stem = {stem: (int(e["image_id"]), float(e["scale_x"]), float(e["scale_y"]))
+                   for stem, e in index["images"].items()}
     else:
-        for img in ds.images:
-            sx = sy = 1.0
-            if resized_size is not None:
-                sx, sy = resized_size[0] / img.width, resized_size[1] / img.height
-            by_stem[img.path.stem] = (int(img.id), sx, sy)
+        rw, rh = resized_size or (None, None)
+        by_stem = {img.path.stem: (int(img.id), (rw or img.width) / img.width, (rh or img.height) / img.height)
+                   for img in ds.images}
     results = []
     for txt in sorted(kitti_dir.glob("*.txt")):
         stem = txt.stem
