@@ -37,20 +37,6 @@ EVAL_FIELDS = {
     "matching_iou_threshold": "float",
     "visualize_pr_curve": "bool",
 }
-TRAINING_FIELDS = {
-    "batch_size_per_gpu": "uint32", "num_epochs": "uint32",
-    "learning_rate": "common/LearningRateConfig",
-    "regularizer": "common/RegularizerConfig",
-    "optimizer": "common/OptimizerConfig",
-    "cost_scaling": "common/CostScalingConfig",
-    "checkpoint_interval": "uint32",  # YOLOv3 also validates every checkpoint_interval epochs
-    "enable_qat": "bool",
-    "resume_model_path": "string", "pretrain_model_path": "string", "pruned_model_path": "string",
-    "max_queue_size": "uint32", "n_workers": "uint32", "use_multiprocessing": "bool",
-    "early_stopping": "common/EarlyStopping",
-    "visualizer": "common/VisualizerConfig",
-    "model_ema": "bool",
-}
 LOAD_MODEL = {"load_model": ("resume_model_path", "pretrain_model_path", "pruned_model_path")}
 
 MESSAGES: dict[str, tuple[str, dict[str, str], dict[str, tuple[str, ...]]]] = {
@@ -119,9 +105,18 @@ MESSAGES: dict[str, tuple[str, dict[str, str], dict[str, tuple[str, ...]]]] = {
         "randomize_input_shape_period": "int32",
         "image_mean": "map<string, float>",
     }, {}),
-    "yolo_v3/TrainingConfig": ("yolo_v3/proto/training_config.proto",  # common's minus early_stopping, model_ema
-                               {k: t for k, t in TRAINING_FIELDS.items() if k not in ("early_stopping", "model_ema")},
-                               LOAD_MODEL),
+    "yolo_v3/TrainingConfig": ("yolo_v3/proto/training_config.proto", {  # common's minus early_stopping, model_ema
+        "batch_size_per_gpu": "uint32", "num_epochs": "uint32",
+        "learning_rate": "common/LearningRateConfig",
+        "regularizer": "common/RegularizerConfig",
+        "optimizer": "common/OptimizerConfig",
+        "cost_scaling": "common/CostScalingConfig",
+        "checkpoint_interval": "uint32",  # YOLOv3 also validates every checkpoint_interval epochs
+        "enable_qat": "bool",
+        "resume_model_path": "string", "pretrain_model_path": "string", "pruned_model_path": "string",
+        "max_queue_size": "uint32", "n_workers": "uint32", "use_multiprocessing": "bool",
+        "visualizer": "common/VisualizerConfig",
+    }, LOAD_MODEL),
     "yolo_v3/YOLOv3Config": ("yolo_v3/proto/yolov3_config.proto", {
         "big_anchor_shape": "string", "mid_anchor_shape": "string", "small_anchor_shape": "string",
         "matching_neutral_box_iou": "float",
@@ -147,7 +142,20 @@ MESSAGES: dict[str, tuple[str, dict[str, str], dict[str, tuple[str, ...]]]] = {
         "label_directory_path": "string", "image_directory_path": "string",
         "root_path": "string", "tfrecords_path": "string",
     }, {}),
-    "common/TrainingConfig": ("common/proto/training_config.proto", TRAINING_FIELDS, LOAD_MODEL),
+    "common/TrainingConfig": ("common/proto/training_config.proto", {
+        "batch_size_per_gpu": "uint32", "num_epochs": "uint32",
+        "learning_rate": "common/LearningRateConfig",
+        "regularizer": "common/RegularizerConfig",
+        "optimizer": "common/OptimizerConfig",
+        "cost_scaling": "common/CostScalingConfig",
+        "checkpoint_interval": "uint32",
+        "enable_qat": "bool",
+        "resume_model_path": "string", "pretrain_model_path": "string", "pruned_model_path": "string",
+        "max_queue_size": "uint32", "n_workers": "uint32", "use_multiprocessing": "bool",
+        "early_stopping": "common/EarlyStopping",
+        "visualizer": "common/VisualizerConfig",
+        "model_ema": "bool",
+    }, LOAD_MODEL),
     "common/EarlyStopping": ("common/proto/training_config.proto", {
         "monitor": "string", "min_delta": "float", "patience": "uint32",
     }, {}),
