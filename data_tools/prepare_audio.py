@@ -221,15 +221,13 @@ def _read_manifest_transcripts(path: Path, source: TranscriptSource, list_clips:
             continue
         try:
             row = json.loads(text)
+            problem = None if isinstance(row, dict) and "audio_filepath" in row else (
+                "not a NeMo manifest line (no audio_filepath)", "pass a NeMo JSONL manifest or a folder of audio")
         except json.JSONDecodeError:
-            if list_clips:
-                raise HackathonError(f"{path}:{lineno}: broken JSON in manifest",
-                                     fix="each line must be one JSON object; fix or delete that line")
-            return False
-        if not isinstance(row, dict) or "audio_filepath" not in row:
-            if list_clips:
-                raise HackathonError(f"{path}:{lineno}: not a NeMo manifest line (no audio_filepath)",
-                                     fix="pass a NeMo JSONL manifest or a folder of audio")
+            problem = ("broken JSON in manifest", "each line must be one JSON object; fix or delete that line")
+        if problem and list_clips:
+            raise HackathonError(f"{path}:{lineno}: {problem[0]}", fix=problem[1])
+        if problem:
             return False
         parsed.append((row, ok))
     for row, ok in parsed:
