@@ -24,8 +24,8 @@ from hackathon.core.atomic import atomic_write_json, atomic_write_text, read_jso
 from hackathon.core.errors import HackathonError
 from hackathon.core.runner import RunContext, Stage
 from tasks.detect import tao_spec
-from tasks.detect.tao_mounts import INPUT, OUTPUT, RESULTS, MountPlan, PathCheck, plan_for_run, spec_checks
 from tasks.detect.stages import kitti_dir, shared_stages, split_json
+from tasks.detect.tao_mounts import INPUT, OUTPUT, RESULTS, MountPlan, PathCheck, plan_for_run, spec_checks
 from tasks.detect.tao_runner import JobResult, TaoJob, launcher_command, run_job, status_contract
 
 ENGINE_NOTE = ("A TensorRT engine only runs on the GPU model and the driver/TensorRT version it was built "
