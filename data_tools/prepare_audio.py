@@ -225,9 +225,9 @@ def _read_manifest_transcripts(path: Path, source: TranscriptSource, list_clips:
                 "not a NeMo manifest line (no audio_filepath)", "pass a NeMo JSONL manifest or a folder of audio")
         except json.JSONDecodeError:
             problem = ("broken JSON in manifest", "each line must be one JSON object; fix or delete that line")
-        if problem and list_clips:
-            raise HackathonError(f"{path}:{lineno}: {problem[0]}", fix=problem[1])
         if problem:
+            if list_clips:
+                raise HackathonError(f"{path}:{lineno}: {problem[0]}", fix=problem[1])
             return False
         parsed.append((row, ok))
     for row, ok in parsed:
