@@ -67,6 +67,16 @@ def _db(power: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- figures
 
+def _subplots(*args, **kwargs):
+    """plt.subplots on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -78,15 +88,10 @@ def _png(fig) -> bytes:
 
 def clip_figure_png(audio: np.ndarray, sr: int, title: str = "") -> bytes:
     """Waveform, linear spectrogram and mel spectrogram of one clip, stacked, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     audio = to_mono(audio)
     power = stft_power(audio)
     seconds = len(audio) / sr
-    fig, axes = plt.subplots(3, 1, figsize=(8, 6.5), sharex=True)
+    fig, axes = _subplots(3, 1, figsize=(8, 6.5), sharex=True)
     axes[0].plot(np.arange(len(audio)) / sr, audio, linewidth=0.5)
     axes[0].set_ylabel("amplitude")
     axes[0].set_title(title, fontsize=9)
@@ -100,12 +105,7 @@ def clip_figure_png(audio: np.ndarray, sr: int, title: str = "") -> bytes:
 
 
 def duration_histogram_png(durations: list[float]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = _subplots(figsize=(7, 3))
     ax.hist(durations, bins=min(40, max(5, len(durations) // 5)), color="#4a7ab5")
     ax.set_xlabel("clip duration (s)")
     ax.set_ylabel("clips")

@@ -39,11 +39,10 @@ class ManifestEntry:
 
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> "ManifestEntry":
-        known = {k: row[k] for k in REQUIRED_KEYS}
         speaker = row.get("speaker")
         extra = {k: v for k, v in row.items() if k not in REQUIRED_KEYS and k != "speaker"}
-        return cls(audio_filepath=str(known["audio_filepath"]), duration=float(known["duration"]),
-                   text=str(known["text"]), speaker=None if speaker is None else str(speaker), extra=extra)
+        return cls(audio_filepath=str(row["audio_filepath"]), duration=float(row["duration"]),
+                   text=str(row["text"]), speaker=None if speaker is None else str(speaker), extra=extra)
 
 
 def _parse_line(path: Path, lineno: int, line: str) -> dict[str, Any]:

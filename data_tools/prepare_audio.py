@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 import unicodedata
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -207,9 +208,7 @@ def _read_table(path: Path, source: TranscriptSource) -> None:
         if len(cells) <= path_col or not cells[path_col].strip():
             continue
         text = cells[text_col] if len(cells) > text_col else None
-        speaker = None
-        if spk_col is not None and len(cells) > spk_col:
-            speaker = cells[spk_col].strip() or None
+        speaker = (cells[spk_col].strip() or None) if spk_col is not None and len(cells) > spk_col else None
         source.add(cells[path_col].strip(), text, speaker, bad_encoding=not ok)
 
 
@@ -222,15 +221,13 @@ def _read_manifest_transcripts(path: Path, source: TranscriptSource, list_clips:
             continue
         try:
             row = json.loads(text)
+            problem = None if isinstance(row, dict) and "audio_filepath" in row else (
+                "not a NeMo manifest line (no audio_filepath)", "pass a NeMo JSONL manifest or a folder of audio")
         except json.JSONDecodeError:
+            problem = ("broken JSON in manifest", "each line must be one JSON object; fix or delete that line")
+        if problem:
             if list_clips:
-                raise HackathonError(f"{path}:{lineno}: broken JSON in manifest",
-                                     fix="each line must be one JSON object; fix or delete that line")
-            return False
-        if not isinstance(row, dict) or "audio_filepath" not in row:
-            if list_clips:
-                raise HackathonError(f"{path}:{lineno}: not a NeMo manifest line (no audio_filepath)",
-                                     fix="pass a NeMo JSONL manifest or a folder of audio")
+                raise HackathonError(f"{path}:{lineno}: {problem[0]}", fix=problem[1])
             return False
         parsed.append((row, ok))
     for row, ok in parsed:
@@ -535,14 +532,8 @@ def prepare_audio(src: str | Path, out_dir: str | Path, task: str = "asr", sampl
 
 def _build_report(src: Path, out_dir: Path, settings: Settings, results: list[ClipResult], accepted: list[ClipResult],
                   rejected: list[Rejection], flagged: list[dict], started: float) -> dict:
-    by_kind: dict[str, int] = {}
-    for r in rejected:
-        by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
-    notes = []
-    if settings.task == "tts":
-        note = dataset_rate_note(settings.sample_rate)
-        if note:
-            notes.append(note)
+    by_kind = dict(Counter(r.kind for r in rejected))
+    note = dataset_rate_note(settings.sample_rate) if settings.task == "tts" else None
     rates = sorted({r.source_rate for r in accepted})
     return {
         "tool": "prepare-audio",
@@ -556,7 +547,7 @@ def _build_report(src: Path, out_dir: Path, settings: Settings, results: list[Cl
         "rejected": [r.as_dict() for r in sorted(rejected, key=lambda r: r.path)],
         "flagged": flagged,
         "cleaned": [{"path": r.job.src, **r.cleaning} for r in accepted if r.cleaning],
-        "notes": notes,
+        "notes": [note] if note else [],
         "seconds": round(time.perf_counter() - started, 2),
     }
 

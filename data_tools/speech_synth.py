@@ -13,6 +13,7 @@ espeak-ng must use the voice `cmn-latn-pinyin` (reads hanzi correctly); plain `c
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -34,7 +35,6 @@ GENERATOR_VERSION = 1
 STAMP_NAME = "synth_stamp.json"
 SPLITS = ("train", "val", "test")
 ESPEAK_VOICE = "cmn-latn-pinyin"
-ESPEAK_RATE = 22050  # espeak-ng's native output rate
 
 ASR_PHRASES = (
     "你好大白请让我进入小区",
@@ -179,7 +179,7 @@ def synth_speech(task: str, out_dir: str | Path, seed: int = 0, renditions: int 
     atomic_write_json(out_dir / STAMP_NAME, {"complete": False, "params": _params(task, seed, renditions, noise)})
     sample_rate = ASR_RATE if task == "asr" else TTS_RATE
     utterances = _asr_utterances(seed, renditions, noise) if task == "asr" else _tts_utterances(seed)
-    workers = workers or max(2, 2 * (_cpu_count()))
+    workers = workers or max(2, 2 * (os.cpu_count() or 1))
     with tempfile.TemporaryDirectory(prefix="espeak-") as scratch, ThreadPoolExecutor(workers) as pool:
         entries = list(track(pool.map(lambda iu: _render(iu[1], iu[0], seed, out_dir, sample_rate, Path(scratch)),
                                       enumerate(utterances)), f"synthesize {task} demo speech", len(utterances),
@@ -200,12 +200,6 @@ def synth_speech(task: str, out_dir: str | Path, seed: int = 0, renditions: int 
     atomic_write_json(out_dir / STAMP_NAME, {**summary, "complete": True,
                                              "params": _params(task, seed, renditions, noise)})
     return summary
-
-
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def _params(task: str, seed: int, renditions: int, noise: bool) -> dict:

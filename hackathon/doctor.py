@@ -133,9 +133,7 @@ def _version(name: str) -> str | None:
 
 
 def _vtuple(v: str | None) -> tuple[int, ...]:
-    if not v:
-        return ()
-    return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:3])
+    return tuple(int(x) for x in re.findall(r"\d+", v.split("+")[0])[:3]) if v else ()
 
 
 def unmet_requirements(package: str, of: tuple[str, ...]) -> list[str]:
@@ -230,10 +228,8 @@ def run_checks() -> list[Check]:
 
 def exit_code(checks: list[Check], task: str | None) -> int:
     """1 when a failed check is needed by `task` (or by any task when none is given)."""
-    for c in checks:
-        if c.status == "fail" and (not c.needed_by or task is None or task in c.needed_by or task == "all"):
-            return 1
-    return 0
+    return int(any(c.status == "fail" and (not c.needed_by or task is None or task in c.needed_by or task == "all")
+                   for c in checks))
 
 
 def print_checks(checks: list[Check], console) -> None:

@@ -87,9 +87,6 @@ class Dataset:
     def subset(self, split: str) -> "Dataset":
         return Dataset([im for im in self.images if im.split == split], self.classes)
 
-    def splits(self) -> list[str]:
-        return sorted({im.split for im in self.images if im.split})
-
 
 def _relative_or_absolute(path: Path, base: Path) -> str:
     try:

@@ -74,10 +74,6 @@ def _find_image(name: str, near: list[Path]) -> Path | None:
     return None
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
-
-
 # ----------------------------------------------------------------------------- VOC
 
 def is_voc_xml(path: Path) -> bool:
@@ -248,9 +244,14 @@ def read_coco_file(json_path: Path) -> list[RawImage]:
     return out
 
 
+def _read_files(folder: Path, is_kind, read_file) -> list[RawImage]:
+    """`read_file` on `folder` itself when it is a file, else on every JSON below it that `is_kind`."""
+    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*.json") if is_kind(p))
+    return [rec for f in files for rec in read_file(f)]
+
+
 def read_coco(folder: Path) -> list[RawImage]:
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*.json") if _is_coco_json(p))
-    return [rec for f in files for rec in read_coco_file(f)]
+    return _read_files(folder, _is_coco_json, read_coco_file)
 
 
 # ----------------------------------------------------------------------------- CreateML
@@ -281,8 +282,7 @@ def read_createml_file(json_path: Path) -> list[RawImage]:
 
 
 def read_createml(folder: Path) -> list[RawImage]:
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*.json") if _is_createml_json(p))
-    return [rec for f in files for rec in read_createml_file(f)]
+    return _read_files(folder, _is_createml_json, read_createml_file)
 
 
 # ----------------------------------------------------------------------------- Label Studio
@@ -334,11 +334,13 @@ def read_label_studio_file(json_path: Path) -> list[RawImage]:
 
 
 def read_label_studio(folder: Path) -> list[RawImage]:
-    files = [folder] if folder.is_file() else sorted(p for p in folder.rglob("*.json") if ls.is_export(p))
-    return [rec for f in files for rec in read_label_studio_file(f)]
+    return _read_files(folder, ls.is_export, read_label_studio_file)
 
 
 # ----------------------------------------------------------------------------- layout detection
+
+JSON_TESTS = {"coco": _is_coco_json, "createml": _is_createml_json, "label_studio": ls.is_export}
+
 
 def detect_formats(src: Path) -> list[str]:
     """Which of the four formats a source folder (or file) holds; several when it mixes them."""
@@ -346,8 +348,7 @@ def detect_formats(src: Path) -> list[str]:
         if src.suffix == ".xml":
             return ["voc"] if is_voc_xml(src) else []
         if src.suffix == ".json":
-            return next(([f] for f, test in (("coco", _is_coco_json), ("createml", _is_createml_json),
-                                              ("label_studio", ls.is_export)) if test(src)), [])
+            return next(([f] for f, test in JSON_TESTS.items() if test(src)), [])
         return []
     found = []
     if any(is_voc_xml(p) for p in src.rglob("*.xml")):
@@ -355,13 +356,9 @@ def detect_formats(src: Path) -> list[str]:
     if (src / "data.yaml").is_file() or (src / "data.yml").is_file() or any(src.rglob("classes.txt")):
         found.append("yolo")
     jsons = list(src.rglob("*.json"))
-    if any(_is_coco_json(p) for p in jsons):
-        found.append("coco")
-    if any(_is_createml_json(p) for p in jsons):
-        found.append("createml")
-    if any(ls.is_export(p) and ls.load_tasks(p, ls.IMAGE_KEYS) for p in jsons):
-        found.append("label_studio")
-    return found
+    # in a folder, a Label Studio export counts only when it holds image tasks (not an audio export)
+    tests = {**JSON_TESTS, "label_studio": lambda p: ls.is_export(p) and ls.load_tasks(p, ls.IMAGE_KEYS)}
+    return found + [f for f, test in tests.items() if any(test(p) for p in jsons)]
 
 
 READERS = {"voc": read_voc, "yolo": read_yolo, "coco": read_coco, "createml": read_createml,

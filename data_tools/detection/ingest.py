@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hackathon.core.atomic import atomic_write_bytes, atomic_write_json
+from hackathon.core.atomic import atomic_write_bytes, atomic_write_json, read_json
 from hackathon.core.errors import HackathonError
 from hackathon.core.logs import get_logger
 
@@ -174,10 +174,7 @@ def _encoded_bytes(im, src: Path, reencode: bool, ext: str) -> bytes:
     import io
 
     buf = io.BytesIO()
-    if ext == ".png":
-        im.save(buf, format="PNG")
-    else:
-        im.save(buf, format="JPEG", quality=95)
+    im.save(buf, **({"format": "PNG"} if ext == ".png" else {"format": "JPEG", "quality": 95}))
     return buf.getvalue()
 
 
@@ -201,8 +198,6 @@ def _check_output_dir(out: Path, sources: list[Path]) -> None:
     """Refuse to write where we could clobber the user's own files."""
     existing = out / "dataset.json"
     if existing.exists():
-        from hackathon.core.atomic import read_json
-
         try:
             ours = (read_json(existing) or {}).get("info", {}).get("description") == "hackathon face-mask dataset"
         except ValueError:

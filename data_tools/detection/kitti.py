@@ -38,11 +38,6 @@ def parse_kitti_line(line: str) -> dict:
     return {"label": parts[0], "bbox": (x1, y1, x2, y2), "score": float(parts[15]) if len(parts) == 16 else 1.0}
 
 
-def _stem_for(index: int, path: Path) -> str:
-    # Prefixed with the position so two sources with the same file name never collide.
-    return f"{index:06d}_{path.stem}"
-
-
 def export_kitti(dataset_json: str | os.PathLike | Dataset, out_dir: str | os.PathLike, width: int,
                  height: int) -> Path:
     """Export a dataset.json (or a loaded Dataset) to KITTI at out_dir, images resized to width x height.
@@ -62,7 +57,7 @@ def export_kitti(dataset_json: str | os.PathLike | Dataset, out_dir: str | os.Pa
     (out / "labels").mkdir(parents=True, exist_ok=True)
     index = {}
     for i, img in enumerate(ds.images):
-        stem = _stem_for(i, img.path)
+        stem = f"{i:06d}_{img.path.stem}"  # prefixed with the position: two sources' same file names never collide
         sx, sy = width / img.width, height / img.height
         with Image.open(img.path) as im:
             resized = im.convert("RGB").resize((width, height), Image.BILINEAR)

@@ -9,8 +9,10 @@ shared filesystem (hackathon/core/elastic.py: one process coordinates, the other
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Sequence
 
+from hackathon.core.atomic import atomic_write_text
 from hackathon.core.errors import HackathonError
 
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # a DNS-1123 label: k8s object / SLURM job names
@@ -36,6 +38,16 @@ def check_task_overrides(task: str, spec: str | None, overrides: Sequence[str]):
         raise HackathonError(f"{reserved[0]} is set by the job file itself.",
                              fix="Use the command's options (--nodes/--min-nodes/--max-nodes, --gpus-per-node) instead.")
     return load_config(task, spec, overrides)
+
+
+def write_new_files(files: dict[Path, str]) -> list[Path]:
+    """Write every file, or none when one of them already exists (a job folder is never overwritten)."""
+    existing = [p for p in files if p.exists()]
+    if existing:
+        raise HackathonError(f"{existing[0]} already exists.", fix="Pass another --out folder or remove the old files.")
+    for path, text in files.items():
+        atomic_write_text(path, text)
+    return list(files)
 
 
 def run_command(task: str, spec: str | None, overrides: Sequence[str], run_dir: str, nnodes: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hackathon.core.atomic import atomic_write_text
+from hackathon.cluster import write_new_files
 from hackathon.core.errors import HackathonError
 
 DEFAULT_BASE = "nvcr.io/nvidia/nemo:25.04"
@@ -62,11 +62,5 @@ def dockerfile(base: str = DEFAULT_BASE, rel: str = "k8s") -> str:
 def write_image_files(out: Path, base: str = DEFAULT_BASE) -> list[Path]:
     """DIR/Dockerfile and DIR/Dockerfile.dockerignore (BuildKit reads the ignore file next to the
     Dockerfile). Refuses to overwrite."""
-    files = {out / "Dockerfile": dockerfile(base, str(out)),
-             out / "Dockerfile.dockerignore": DOCKERIGNORE.format(allow="\n".join(f"!{d}" for d in SOURCES))}
-    existing = [p for p in files if p.exists()]
-    if existing:
-        raise HackathonError(f"{existing[0]} already exists.", fix="Pass another --out folder or remove the old files.")
-    for path, text in files.items():
-        atomic_write_text(path, text)
-    return list(files)
+    ignore = DOCKERIGNORE.format(allow="\n".join(f"!{d}" for d in SOURCES))
+    return write_new_files({out / "Dockerfile": dockerfile(base, str(out)), out / "Dockerfile.dockerignore": ignore})

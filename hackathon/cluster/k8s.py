@@ -20,15 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from hackathon.core.atomic import atomic_write_text
-from hackathon.cluster import check_name, check_task_overrides, run_command
+from hackathon.cluster import check_name, check_task_overrides, run_command, write_new_files
 from hackathon.core.errors import HackathonError
 
 API_VERSION = "kubeflow.org/v1"
 RDZV_PORT = 29400
 DEFAULT_IMAGE = "registry.example.com/team/hackathon:latest"
 DEFAULT_PULL_SECRET = "ngc-registry"
-DEFAULT_BASE_IMAGE = "nvcr.io/nvidia/nemo:25.04"
 
 
 def pytorchjob(task: str, overrides: Sequence[str] = (), spec: str | None = None, name: str | None = None,
@@ -72,8 +70,9 @@ def pytorchjob(task: str, overrides: Sequence[str] = (), spec: str | None = None
             {"name": "scratch", "mountPath": "/scratch"},
         ],
     }
+    labels = {"app.kubernetes.io/name": "hackathon", "hackathon/task": task}
     pod = {
-        "metadata": {"labels": {"app.kubernetes.io/name": "hackathon", "hackathon/task": task}},
+        "metadata": {"labels": labels},
         "spec": {
             "containers": [container],
             "imagePullSecrets": [{"name": pull_secret}],
@@ -84,7 +83,7 @@ def pytorchjob(task: str, overrides: Sequence[str] = (), spec: str | None = None
             ],
         },
     }
-    metadata = {"name": name, "labels": {"app.kubernetes.io/name": "hackathon", "hackathon/task": task}}
+    metadata = {"name": name, "labels": dict(labels)}
     if namespace:
         metadata["namespace"] = check_name(namespace, "--namespace")
     return {
@@ -150,11 +149,6 @@ def render(task: str, out: Path, overrides: Sequence[str] = (), spec: str | None
     job = pytorchjob(task, overrides, spec, name, **job_options)
     claim = shared_pvc(job_options.get("pvc", "hackathon-shared"), pvc_size, storage_class,
                        job_options.get("namespace"))
-    files = {out / "pvc.yaml": claim, out / "pytorchjob.yaml": job}
-    existing = [p for p in files if p.exists()]
-    if existing:
-        raise HackathonError(f"{existing[0]} already exists.", fix="Pass another --out folder or remove the old files.")
-    for path, manifest in files.items():
+    for manifest in (claim, job):
         validate(manifest)
-        atomic_write_text(path, to_yaml(manifest))
-    return list(files)
+    return write_new_files({out / "pvc.yaml": to_yaml(claim), out / "pytorchjob.yaml": to_yaml(job)})

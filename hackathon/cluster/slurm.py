@@ -88,11 +88,10 @@ def sbatch_script(task: str, overrides: Sequence[str] = (), spec: str | None = N
     root = runs_root().resolve()
     run_dir = run_dir or str(root / task / name)
     nnodes = str(nodes) if low == nodes else f"{low}:{nodes}"
-    # Quoted for the shell; the endpoint stays a variable the script fills in on the first node.
+    # Quoted for the shell; the run dir and the endpoint stay variables the script fills in (on the first node).
     argv = run_command(task, spec, overrides, "@RUN_DIR@", nnodes, gpus_per_node, "@RDZV@", max_restarts)
-    words = [shlex.quote(a) for a in argv]
-    words = [w.replace("@RUN_DIR@", '"$RUN_DIR"') if w == "@RUN_DIR@" else w for w in words]
-    words = [f'elastic.rdzv_endpoint="$RDZV_ENDPOINT"' if w == "elastic.rdzv_endpoint=@RDZV@" else w for w in words]
+    variables = {"@RUN_DIR@": '"$RUN_DIR"', "elastic.rdzv_endpoint=@RDZV@": 'elastic.rdzv_endpoint="$RDZV_ENDPOINT"'}
+    words = [variables.get(a, shlex.quote(a)) for a in argv]
     command = " \\\n  ".join(" ".join(words[i:i + 4]) for i in range(0, len(words), 4))
     return TEMPLATE.format(
         task=task, nodes=nodes, gpus=gpus_per_node, cpus=int(cpus_per_task), time=time_limit, name=name,

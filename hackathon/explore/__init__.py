@@ -64,8 +64,8 @@ def build(inputs: list[str | os.PathLike], out: str | os.PathLike, compare: str 
         for r in data["rows"]:
             r["audio"] = _link(out, r["audio"], f"a{r['id']}{Path(r['audio']).suffix}")
             if "tts" in r:
-                r["tts"]["synth"] = _link(out, r["tts"]["synth"], f"s{r['id']}.wav")
-                r["tts"]["copy"] = _link(out, r["tts"]["copy"], f"c{r['id']}.wav")
+                for key in ("synth", "copy"):
+                    r["tts"][key] = _link(out, r["tts"][key], f"{key[0]}{r['id']}.wav")
         page, script = "speech.html", "speech.js"
     else:
         for im in data["images"]:

@@ -80,18 +80,18 @@ def detect_data(inputs: list[Path], score_threshold: float = 0.3, iou: float = 0
     matrix = [[[] for _ in labels] for _ in labels]  # rows = ground truth, columns = prediction; cells = image ids
     counts = {c: {"gt": 0, "pred": 0} for c in classes}
     for im in images:
+        cells = []
         for g in im["gt"]:
             counts[g["label"]]["gt"] += 1
             if "match" in g:
-                cell = matrix[pos[g["label"]]][pos[g["match"]]]
-                if not cell or cell[-1] != im["id"]:
-                    cell.append(im["id"])
+                cells.append(matrix[pos[g["label"]]][pos[g["match"]]])
         for p in im["pred"]:
             counts[p["label"]]["pred"] += 1
             if p.get("match") == BACKGROUND:
-                cell = matrix[pos[BACKGROUND]][pos[p["label"]]]
-                if not cell or cell[-1] != im["id"]:
-                    cell.append(im["id"])
+                cells.append(matrix[pos[BACKGROUND]][pos[p["label"]]])
+        for cell in cells:  # an image is listed once per cell, however many of its boxes land there
+            if not cell or cell[-1] != im["id"]:
+                cell.append(im["id"])
         im["fp"] = sum(1 for p in im["pred"] if p.get("match") == BACKGROUND)
         im["miss"] = sum(1 for g in im["gt"] if g.get("match") == BACKGROUND)
         im["confused"] = sum(1 for g in im["gt"] if g.get("match") not in (None, BACKGROUND, g["label"]))

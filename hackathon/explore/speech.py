@@ -7,12 +7,11 @@ Python over JSON; the per-row character diff is drawn by the page (speech.js), o
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from pathlib import Path
 
-from hackathon.core.atomic import read_jsonl
+from hackathon.core.atomic import read_json, read_jsonl
 from hackathon.core.errors import HackathonError
 
 SPLITS = ("train", "val", "test")
@@ -41,10 +40,8 @@ def read_run(run_dir: Path) -> tuple[list[dict], dict]:
             if p.is_file():
                 rows += _manifest_rows(p, split)
                 break
-    extras: dict = {"predictions": predictions_by_audio(run_dir), "vocabulary": None, "tts": {}}
-    vocab = run_dir / "model" / "vocabulary.json"
-    if vocab.is_file():
-        extras["vocabulary"] = json.loads(vocab.read_text(encoding="utf-8")).get("vocabulary")
+    extras: dict = {"predictions": predictions_by_audio(run_dir), "tts": {},
+                    "vocabulary": read_json(run_dir / "model" / "vocabulary.json", default={}).get("vocabulary")}
     index = read_jsonl(run_dir / "synth" / "index.jsonl", missing_ok=True)
     scores = {r["id"]: r for r in read_jsonl(run_dir / "eval" / "scores.jsonl", missing_ok=True)}
     for item in index:  # TTS: synthesized vs recorded, keyed by the reference recording
@@ -139,14 +136,10 @@ def speech_data(inputs: list[Path], compare: Path | None) -> dict:
     d_lo, d_hi = _outlier_range(durations)
     c_lo, c_hi = _outlier_range(cps)
     for r in rows:
-        flags = []
-        if not d_lo <= r["duration"] <= d_hi:
-            flags.append("duration")
-        if r["cps"] is not None and not c_lo <= r["cps"] <= c_hi:
-            flags.append("chars/s")
-        if r["duration"] <= 0 or not r["text"].strip():
-            flags.append("empty")
-        r["outlier"] = ", ".join(flags)
+        flags = {"duration": not d_lo <= r["duration"] <= d_hi,
+                 "chars/s": r["cps"] is not None and not c_lo <= r["cps"] <= c_hi,
+                 "empty": r["duration"] <= 0 or not r["text"].strip()}
+        r["outlier"] = ", ".join(name for name, flagged in flags.items() if flagged)
     oov = None
     if vocabulary:
         vocab = set(vocabulary)

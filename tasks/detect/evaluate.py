@@ -63,16 +63,13 @@ def kitti_predictions_to_coco(kitti_dir: str | os.PathLike, dataset_json: str | 
     ds = load_dataset(dataset_json)
     cat_ids = {name.lower(): i for i, name in enumerate(ds.classes, start=1)}
     index = _load_index(kitti_index)
-    by_stem: dict[str, tuple[int, float, float]] = {}
-    if index is not None:
-        for stem, e in index["images"].items():
-            by_stem[stem] = (int(e["image_id"]), float(e["scale_x"]), float(e["scale_y"]))
+    if index is not None:  # stem -> (image id, scale x, scale y)
+        by_stem = {stem: (int(e["image_id"]), float(e["scale_x"]), float(e["scale_y"]))
+                   for stem, e in index["images"].items()}
     else:
-        for img in ds.images:
-            sx = sy = 1.0
-            if resized_size is not None:
-                sx, sy = resized_size[0] / img.width, resized_size[1] / img.height
-            by_stem[img.path.stem] = (int(img.id), sx, sy)
+        rw, rh = resized_size or (None, None)
+        by_stem = {img.path.stem: (int(img.id), (rw or img.width) / img.width, (rh or img.height) / img.height)
+                   for img in ds.images}
     results = []
     for txt in sorted(kitti_dir.glob("*.txt")):
         stem = txt.stem
@@ -257,39 +254,40 @@ def match_image(gt_boxes: list, det_boxes: list, iou: float = 0.5) -> list[tuple
 
 # ----------------------------------------------------------------------------- plots
 
-def _plot_pr_curves(coco_eval, names: dict[int, str], out_dir: Path) -> list[dict]:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_figure(fig, target: Path, caption: str) -> dict:
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    _pyplot().close(fig)
+    return {"path": target.name, "caption": caption}
+
+
+def _plot_pr_curves(coco_eval, names: dict[int, str], out_dir: Path) -> dict:
     import numpy as np
 
     recall = np.linspace(0, 1, 101)
     precision = coco_eval.eval["precision"]  # [T, R, K, A, M]
-    assets = []
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = _pyplot().subplots(figsize=(5, 4))
     for k, cat in enumerate(coco_eval.params.catIds):
         p = precision[0, :, k, 0, -1]
         valid = p > -1
         ax.plot(recall[valid], p[valid], label=names[cat])
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall at IoU 0.5", xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    target = out_dir / "pr_curves.png"
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    assets.append({"path": target.name, "caption": "Precision-recall curves per class (IoU 0.5, COCO 101-point)"})
-    return assets
+    return _save_figure(fig, out_dir / "pr_curves.png", "Precision-recall curves per class (IoU 0.5, COCO 101-point)")
 
 
 def _plot_confusion(matrix, labels: list[str], out_dir: Path, threshold: float) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(5.5, 4.5))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -298,12 +296,8 @@ def _plot_confusion(matrix, labels: list[str], out_dir: Path, threshold: float) 
         for j in range(matrix.shape[1]):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                     color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    fig.tight_layout()
-    target = out_dir / "confusion_matrix.png"
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return {"path": target.name, "caption": "Confusion matrix; 'background' row = false positives, column = missed faces"}
+    return _save_figure(fig, out_dir / "confusion_matrix.png",
+                        "Confusion matrix; 'background' row = false positives, column = missed faces")
 
 
 def draw_predictions(ds: Dataset, detections: list[dict], out_dir: Path, count: int, score_threshold: float) -> list[dict]:
@@ -389,9 +383,7 @@ def score_coco(gt_dataset_json: str | os.PathLike, detections: list[dict], out_d
     }
     metrics.update({f"ap50_{name}": v for name, v in per_class.items()})
     metrics = _nan_to_none(metrics)  # a class absent from the split has no AP: null, not NaN (invalid JSON)
-    assets = []
-    if coco_eval is not None:
-        assets += _plot_pr_curves(coco_eval, names, out)
+    assets = [] if coco_eval is None else [_plot_pr_curves(coco_eval, names, out)]
     matrix = confusion_matrix(gt, dets, confusion_threshold)
     labels = [names[c] for c in cat_ids] + ["background"]
     atomic_write_json(out / "confusion_matrix.json", {"labels": labels, "matrix": matrix.tolist(),
@@ -406,20 +398,30 @@ def score_coco(gt_dataset_json: str | os.PathLike, detections: list[dict], out_d
     return metrics
 
 
+def score_run(ctx, gt_json: Path, detections: list[dict], tables: list[dict] = ()) -> dict:
+    """score_coco with the spec's eval settings into eval/ (any backend): metrics.json + the run's report assets."""
+    from hackathon.core.report import add_report_assets
+
+    e = ctx.cfg.eval
+    out = ctx.dir("eval")
+    metrics = score_coco(gt_json, detections, out, samples=int(e.samples),
+                         confusion_threshold=float(e.confusion_threshold), voc_mode=str(e.voc_mode))
+    ctx.write_metrics({**metrics, "eval_split": str(e.split)})
+    assets = read_json(out / "assets.json")
+    add_report_assets(ctx.run_dir, images=assets["images"], tables=assets["tables"] + list(tables), prefix="eval/",
+                      headline=assets["headline"])
+    return metrics
+
+
 def evaluate_stage(ctx) -> None:
-    """Score the infer stage's detections (predictions/<split>.json) on the eval split; metrics.json + report assets."""
-    from tasks.detect.stages import add_report_assets, split_json
+    """Score the infer stage's detections (predictions/<split>.json) on the eval split."""
+    from tasks.detect.stages import split_json
 
     e = ctx.cfg.eval
     dets = read_json(ctx.run_dir / "predictions" / f"{e.split}.json")
     if dets is None:
         raise HackathonError(f"No detections at {ctx.run_dir / 'predictions' / (e.split + '.json')}.",
                              fix="Run the infer stage first: hackathon run detect --from infer")
-    out = ctx.dir("eval")
-    metrics = score_coco(split_json(ctx, e.split), dets, out, samples=int(e.samples),
-                         confusion_threshold=float(e.confusion_threshold), voc_mode=str(e.voc_mode))
-    ctx.write_metrics({**metrics, "eval_split": str(e.split)})
-    assets = read_json(out / "assets.json")
-    add_report_assets(ctx, images=assets["images"], tables=assets["tables"], prefix="eval/", headline=assets["headline"])
+    metrics = score_run(ctx, split_json(ctx, e.split), dets)
     ctx.log.info("%s: mAP@.5 %.3f, mAP %.3f, per class %s", e.split, metrics["map50"], metrics["map"],
                  {k: round(v, 3) for k, v in metrics["ap50_per_class"].items()})

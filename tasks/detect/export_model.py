@@ -190,11 +190,9 @@ def collect_tao_stage(ctx) -> None:
     out = ctx.dir(EXPORT_DIR)
     with atomic_path(out / ONNX_NAME, suffix=".onnx") as tmp:
         shutil.copyfile(source, tmp)
-    width, height = input_size(ctx.cfg)
-    classes = list(_classes())
     atomic_write_json(out / INFO_NAME, {"backend": "tao", "network": network(ctx.cfg), "onnx": ONNX_NAME,
                                         "onnxruntime": False, "note": TAO_NOTE, "source": str(source),
-                                        "classes": classes, "input_size": [width, height],
+                                        "classes": _classes(), "input_size": list(input_size(ctx.cfg)),
                                         "score_threshold": float(ctx.cfg.onnx.score_threshold)})
     check = {"task": "detect", "framework": f"TAO {network(ctx.cfg)}", "runtime": "TensorRT", "n_inputs": 0,
              "max_abs_diff": {}, "agreement": {}, "tolerances": {}, "passed": None, "notes": [TAO_NOTE], "items": []}

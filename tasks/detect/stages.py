@@ -16,6 +16,7 @@ from hackathon.core.atomic import read_json
 from hackathon.core.errors import HackathonError
 from hackathon.core.fingerprint import file_sha256
 from hackathon.core.paths import REPO_ROOT, data_sources, demo_data_root, user_path
+from hackathon.core.report import add_report_assets
 
 SPLITS = ("train", "val", "test")
 
@@ -36,13 +37,6 @@ def split_json(ctx, split: str) -> Path:
 def kitti_dir(ctx, split: str) -> Path:
     """KITTI export of one split (images/, labels/, kitti_index.json)."""
     return ctx.run_dir / "export" / "kitti" / split
-
-
-def add_report_assets(ctx, images: list[dict] = (), tables: list[dict] = (), prefix: str = "", headline=None) -> None:
-    """hackathon.core.report.add_report_assets for this run (entries replaced by path / title)."""
-    from hackathon.core.report import add_report_assets as add
-
-    add(ctx.run_dir, images=images, tables=tables, prefix=prefix, headline=headline)
 
 
 def aliases_file(cfg) -> Path | None:
@@ -80,11 +74,13 @@ def prepare(ctx) -> None:
     out = ctx.dir("data")
     ds_json, report = ingest(sources, out, aliases_file=aliases_file(cfg), fmt=cfg.data.get("format"))
     ctx.set_data_fingerprint(file_sha256(ds_json))
-    ctx.record(issue_counts=report.counts(), sources=[str(s) for s in sources])
+    counts = report.counts()
+    ctx.record(issue_counts=counts, sources=[str(s) for s in sources])
     summary = read_json(out / "report.json")
-    add_report_assets(ctx, tables=[{"title": "Ingest findings", "rows": [{"finding": k, "count": v} for k, v in report.counts().items()]},
-                                   {"title": "Classes after ingest", "rows": [summary["class_counts"]]}])
-    ctx.log.info("ingested %d images, %d boxes; findings: %s", summary["images"], summary["boxes"], report.counts())
+    add_report_assets(ctx.run_dir, tables=[
+        {"title": "Ingest findings", "rows": [{"finding": k, "count": v} for k, v in counts.items()]},
+        {"title": "Classes after ingest", "rows": [summary["class_counts"]]}])
+    ctx.log.info("ingested %d images, %d boxes; findings: %s", summary["images"], summary["boxes"], counts)
 
 
 def split(ctx) -> None:
@@ -101,8 +97,8 @@ def split(ctx) -> None:
     summary = read_json(ctx.run_dir / "data" / "report.json", default={})
     write_html_report(load_dataset(ctx.run_dir / "split" / "dataset.json"), ctx.run_dir / "split" / "report.html",
                       title="Detection data after split", summary=summary)
-    add_report_assets(ctx, tables=[{"title": "Class counts per split",
-                                    "rows": [{"split": s, **report[s]} for s in SPLITS]}])
+    add_report_assets(ctx.run_dir, tables=[{"title": "Class counts per split",
+                                           "rows": [{"split": s, **report[s]} for s in SPLITS]}])
 
 
 def balance(ctx) -> None:
@@ -121,8 +117,8 @@ def balance(ctx) -> None:
                               max_copies_per_image=int(b.max_copies_per_image), seed=int(ctx.cfg.seed),
                               flip=bool(b.flip), scale=(float(b.scale_min), float(b.scale_max)), colour=float(b.colour))
     ctx.record(balance=report)
-    add_report_assets(ctx, tables=[{"title": "Train boxes before/after balancing",
-                                    "rows": [{"when": "before", **report["before"]}, {"when": "after", **report["after"]}]}])
+    add_report_assets(ctx.run_dir, tables=[{"title": "Train boxes before/after balancing", "rows": [
+        {"when": "before", **report["before"]}, {"when": "after", **report["after"]}]}])
 
 
 def export(ctx) -> None:

@@ -30,6 +30,14 @@ ROOTS = {
 }
 
 AP_MODE = "enum SAMPLE INTEGRATE"
+# Tables two proto files share field for field (same names, types and order).
+EVAL_FIELDS = {
+    "average_precision_mode": AP_MODE,
+    "batch_size": "uint32",
+    "matching_iou_threshold": "float",
+    "visualize_pr_curve": "bool",
+}
+LOAD_MODEL = {"load_model": ("resume_model_path", "pretrain_model_path", "pruned_model_path")}
 
 MESSAGES: dict[str, tuple[str, dict[str, str], dict[str, tuple[str, ...]]]] = {
     # ------------------------------------------------------------------ SSD
@@ -43,13 +51,8 @@ MESSAGES: dict[str, tuple[str, dict[str, str], dict[str, tuple[str, ...]]]] = {
         "ssd_config": "ssd/SSDConfig",
         "dssd_config": "ssd/SSDConfig",
     }, {"network": ("ssd_config", "dssd_config")}),
-    "ssd/EvalConfig": ("ssd/proto/eval_config.proto", {
-        "validation_period_during_training": "uint32",
-        "average_precision_mode": AP_MODE,
-        "batch_size": "uint32",
-        "matching_iou_threshold": "float",
-        "visualize_pr_curve": "bool",
-    }, {}),
+    "ssd/EvalConfig": ("ssd/proto/eval_config.proto",
+                       {"validation_period_during_training": "uint32", **EVAL_FIELDS}, {}),
     "ssd/AugmentationConfig": ("ssd/proto/augmentation_config.proto", {
         "output_width": "int32", "output_height": "int32", "output_channel": "int32",
         "random_crop_min_scale": "float", "random_crop_max_scale": "float",
@@ -113,7 +116,7 @@ MESSAGES: dict[str, tuple[str, dict[str, str], dict[str, tuple[str, ...]]]] = {
         "resume_model_path": "string", "pretrain_model_path": "string", "pruned_model_path": "string",
         "max_queue_size": "uint32", "n_workers": "uint32", "use_multiprocessing": "bool",
         "visualizer": "common/VisualizerConfig",
-    }, {"load_model": ("resume_model_path", "pretrain_model_path", "pruned_model_path")}),
+    }, LOAD_MODEL),
     "yolo_v3/YOLOv3Config": ("yolo_v3/proto/yolov3_config.proto", {
         "big_anchor_shape": "string", "mid_anchor_shape": "string", "small_anchor_shape": "string",
         "matching_neutral_box_iou": "float",
@@ -123,12 +126,7 @@ MESSAGES: dict[str, tuple[str, dict[str, str], dict[str, tuple[str, ...]]]] = {
         "freeze_bn": "bool", "force_relu": "bool",
     }, {}),
     # ------------------------------------------------------------------ common (both networks)
-    "common/EvalConfig": ("common/proto/eval_config.proto", {
-        "average_precision_mode": AP_MODE,
-        "batch_size": "uint32",
-        "matching_iou_threshold": "float",
-        "visualize_pr_curve": "bool",
-    }, {}),
+    "common/EvalConfig": ("common/proto/eval_config.proto", EVAL_FIELDS, {}),
     "common/NMSConfig": ("common/proto/nms_config.proto", {
         "confidence_threshold": "float", "clustering_iou_threshold": "float", "top_k": "uint32",
         "infer_nms_score_bits": "uint32", "force_on_cpu": "bool",
@@ -157,7 +155,7 @@ MESSAGES: dict[str, tuple[str, dict[str, str], dict[str, tuple[str, ...]]]] = {
         "early_stopping": "common/EarlyStopping",
         "visualizer": "common/VisualizerConfig",
         "model_ema": "bool",
-    }, {"load_model": ("resume_model_path", "pretrain_model_path", "pruned_model_path")}),
+    }, LOAD_MODEL),
     "common/EarlyStopping": ("common/proto/training_config.proto", {
         "monitor": "string", "min_delta": "float", "patience": "uint32",
     }, {}),

@@ -26,7 +26,6 @@ from hackathon.core.atomic import atomic_write_json
 from hackathon.core.errors import HackathonError
 
 RUN_DIR_DESTINATION = "/workspace/tao-experiments"
-USER_MOUNTS_FILE = Path("~/.tao_mounts.json")
 DOCKER_SOCKETS = (Path("/var/run/docker.sock"), Path("/run/docker.sock"))
 GLOB_CHARS = set("*?[")
 
@@ -70,29 +69,22 @@ class MountPlan:
     origin: str = "the run's mounts"  # the file named in fixes
 
     # -------------------------------------------------------- translation
+    def _innermost(self, path, side) -> Mount | None:
+        """The mount whose side(mount) folder holds `path` most specifically (None when none does)."""
+        holders = [m for m in self.mounts if path == side(m) or side(m) in path.parents]
+        return max(holders, key=lambda m: len(side(m).parts), default=None)
+
     def to_container(self, host: str | os.PathLike) -> str | None:
         """The container path of a host path, via the most specific mount; None when outside all."""
         h = Path(os.path.abspath(host))
-        best = None
-        for m in self.mounts:
-            src = Path(os.path.abspath(m.source))
-            if h == src or src in h.parents:
-                if best is None or len(src.parts) > len(Path(best.source).parts):
-                    best = m
+        best = self._innermost(h, lambda m: Path(os.path.abspath(m.source)))
         if best is None:
             return None
         rel = h.relative_to(Path(os.path.abspath(best.source)))
         return posixpath.join(best.destination, *rel.parts) if rel.parts else best.destination
 
     def mount_for_container(self, container: str) -> Mount | None:
-        c = PurePosixPath(posixpath.normpath(container))
-        best = None
-        for m in self.mounts:
-            dest = PurePosixPath(m.destination)
-            if c == dest or dest in c.parents:
-                if best is None or len(dest.parts) > len(PurePosixPath(best.destination).parts):
-                    best = m
-        return best
+        return self._innermost(PurePosixPath(posixpath.normpath(container)), lambda m: PurePosixPath(m.destination))
 
     def to_host(self, container: str) -> Path | None:
         m = self.mount_for_container(container)
@@ -112,22 +104,13 @@ class MountPlan:
     def ulimit_objects(self) -> list:
         import docker
 
-        out = []
-        for name, value in self.ulimits.items():
-            if isinstance(value, dict):
-                soft, hard = int(value.get("soft", -1)), int(value.get("hard", value.get("soft", -1)))
-            else:
-                soft = hard = int(value)
-            out.append(docker.types.Ulimit(name=name, soft=soft, hard=hard))
-        return out
+        limits = {name: v if isinstance(v, dict) else {"soft": v, "hard": v} for name, v in self.ulimits.items()}
+        return [docker.types.Ulimit(name=name, soft=int(v.get("soft", -1)), hard=int(v.get("hard", v.get("soft", -1))))
+                for name, v in limits.items()]
 
     def to_tao_json(self) -> dict:
-        mounts = []
-        for m in self.mounts:
-            entry = {"source": str(m.source), "destination": m.destination}
-            if m.read_only:
-                entry["options"] = "ro"
-            mounts.append(entry)
+        mounts = [{"source": str(m.source), "destination": m.destination, **({"options": "ro"} if m.read_only else {})}
+                  for m in self.mounts]
         options: dict[str, Any] = {"user": self.user}
         if self.shm_size:
             options["shm_size"] = self.shm_size

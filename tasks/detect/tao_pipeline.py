@@ -24,6 +24,7 @@ from hackathon.core.atomic import atomic_write_json, atomic_write_text, read_jso
 from hackathon.core.errors import HackathonError
 from hackathon.core.runner import RunContext, Stage
 from tasks.detect import tao_spec
+from tasks.detect.stages import kitti_dir, shared_stages, split_json
 from tasks.detect.tao_mounts import INPUT, OUTPUT, RESULTS, MountPlan, PathCheck, plan_for_run, spec_checks
 from tasks.detect.tao_runner import JobResult, TaoJob, launcher_command, run_job, status_contract
 
@@ -54,8 +55,7 @@ def network(cfg) -> str:
 def _container_cfg(cfg):
     from omegaconf import OmegaConf
 
-    tao = OmegaConf.to_container(cfg.tao, resolve=True) if "tao" in cfg else {}
-    return tao or {}
+    return (OmegaConf.to_container(cfg.tao, resolve=True) if "tao" in cfg else None) or {}
 
 
 def mount_plan(ctx: RunContext) -> MountPlan:
@@ -112,28 +112,35 @@ def _record_command(ctx: RunContext, job: TaoJob) -> None:
     atomic_write_text(target, header + "\n".join(commands.values()) + "\n")
 
 
-def _job(ctx: RunContext, command: list[str], checks: list[PathCheck], status_dir: Path | None,
-         expected: list[Path], image: str | None = None, launcher: str = "model") -> TaoJob:
-    """The job for argv `command` = [network, task, ...]; what its status.json must say comes from the task."""
-    t = _container_cfg(ctx.cfg)
-    plan = mount_plan(ctx)
-    name = f"{command[0]} {command[1]}"
-    return TaoJob(name=name, image=image or str(ctx.cfg.get("image")), command=command, plan=plan, checks=checks,
-                  log_file=ctx.logs_dir / f"{ctx.stage or 'tao'}.log", status_dir=status_dir, expected=expected,
-                  gpus=ctx.cfg.get("gpus", "all"), timeout_s=t.get("timeout_s"),
-                  labels={"hackathon.run_dir": str(ctx.run_dir), "hackathon.stage": ctx.stage or name},
-                  mounts_file=tao_dir(ctx) / "mounts.json", launcher=launcher,
-                  status=status_contract(command[0], command[1]))
+def _command(net: str, task: str, args: list[tuple[str, Path | str | None, str | None]], results: Path,
+             p: _Paths) -> tuple[list[str], list[PathCheck]]:
+    """argv + PathChecks from (flag, value, kind) triples: a value with a kind is a host path (translated into
+    the container, checked before the start), None a bare flag. The results dir goes last, spelled as the
+    task spells it (-r, or --results_dir for export / gen_trt_engine)."""
+    argv, checks = [net, task], []
+    for flag, value, kind in [*args, (status_contract(net, task).flag, results, RESULTS)]:
+        if value is None:
+            argv.append(flag)
+            continue
+        argv += [flag, p.c(value) if kind else str(value)]
+        if kind is not None:
+            checks.append(PathCheck(f"argument {flag} of `{net} {task}`", argv[-1], kind))
+    return argv, checks
 
 
-def _run(ctx: RunContext, job: TaoJob, echo) -> JobResult:
+def _run(ctx: RunContext, task: str, args: list, results: Path, expected: list[Path], spec_paths: list[PathCheck],
+         image: str | None = None, launcher: str = "model") -> JobResult:
+    """Run `<network> <task> args` (see _command); TAO writes status.json into `results`."""
+    net, plan, t = network(ctx.cfg), mount_plan(ctx), _container_cfg(ctx.cfg)
+    argv, checks = _command(net, task, args, results, _Paths(plan))
+    name = f"{net} {task}"
+    job = TaoJob(name=name, image=image or str(ctx.cfg.get("image")), command=argv, plan=plan,
+                 checks=spec_paths + checks, log_file=ctx.logs_dir / f"{ctx.stage or 'tao'}.log", status_dir=results,
+                 expected=expected, gpus=ctx.cfg.get("gpus", "all"), timeout_s=t.get("timeout_s"),
+                 labels={"hackathon.run_dir": str(ctx.run_dir), "hackathon.stage": ctx.stage or name},
+                 mounts_file=tao_dir(ctx) / "mounts.json", launcher=launcher, status=status_contract(net, task))
     _record_command(ctx, job)
-    return run_job(job, echo=echo)
-
-
-def _results_arg(net: str, task: str, container_dir: str) -> tuple[str, str, str]:
-    """The results-dir argument as this task spells it (-r, or --results_dir for export / gen_trt_engine)."""
-    return (status_contract(net, task).flag, container_dir, RESULTS)
+    return run_job(job, echo=_echo(ctx))
 
 
 def _echo(ctx: RunContext):
@@ -152,34 +159,6 @@ def _say(line: str) -> None:
     terminal().print(line, markup=False)
 
 
-def _command(net: str, task: str, args: list[tuple[str, str | None, str | None]]) -> tuple[list[str], list[PathCheck]]:
-    """argv + PathChecks from (flag, container value, kind) triples; kind None = not a path."""
-    argv, checks = [net, task], []
-    for flag, value, kind in args:
-        if value is None:
-            argv.append(flag)
-            continue
-        argv += [flag, value]
-        if kind is not None:
-            checks.append(PathCheck(f"argument {flag} of `{net} {task}`", value, kind))
-    return argv, checks
-
-
-# ------------------------------------------------------------------ data hand-over
-
-def kitti_dir(ctx: RunContext, split: str) -> Path:
-    """The shared export stage's KITTI folder of one split (images/, labels/, kitti_index.json)."""
-    from tasks.detect import stages
-
-    return stages.kitti_dir(ctx, split)
-
-
-def split_json(ctx: RunContext, split: str) -> Path:
-    from tasks.detect import stages
-
-    return stages.split_json(ctx, split)
-
-
 # ------------------------------------------------------------------ stages
 
 def convert_spec_for_run(ctx: RunContext, p: _Paths) -> dict:
@@ -192,19 +171,13 @@ def convert_spec_for_run(ctx: RunContext, p: _Paths) -> dict:
 
 
 def stage_convert(ctx: RunContext) -> None:
-    net = network(ctx.cfg)
-    p = _Paths(mount_plan(ctx))
-    spec = convert_spec_for_run(ctx, p)
     spec_file = tao_dir(ctx, "specs") / "convert.txt"
-    fields = tao_spec.write_spec(spec, spec_file, "dataset_convert")
+    fields = tao_spec.write_spec(convert_spec_for_run(ctx, _Paths(mount_plan(ctx))), spec_file, "dataset_convert")
     prefix = tao_dir(ctx, "tfrecords") / "train"
-    results = results_dir(ctx, "convert")
     for old in prefix.parent.glob("train-*"):  # our own earlier shards: a re-run must not mix old and new
         old.unlink()
-    argv, checks = _command(net, "dataset_convert", [("-d", p.c(spec_file), INPUT), ("-o", p.c(prefix), OUTPUT),
-                                                     _results_arg(net, "dataset_convert", p.c(results))])
-    job = _job(ctx, argv, spec_checks(spec_file, fields) + checks, results, [prefix.parent / "train-*"])
-    _run(ctx, job, _echo(ctx))
+    _run(ctx, "dataset_convert", [("-d", spec_file, INPUT), ("-o", prefix, OUTPUT)], results_dir(ctx, "convert"),
+         [prefix.parent / "train-*"], spec_checks(spec_file, fields))
 
 
 def experiment_for_run(ctx: RunContext, p: _Paths) -> dict:
@@ -238,12 +211,8 @@ def _anchors(ctx: RunContext) -> dict:
 
 def weights(ctx: RunContext) -> list[tuple[int, Path]]:
     """(epoch, file) of the checkpoints TAO wrote, oldest first."""
-    found = []
-    for f in (results_dir(ctx, "train") / "weights").glob("*_epoch_*.hdf5"):
-        m = WEIGHTS_RE.search(f.name)
-        if m:
-            found.append((int(m.group(1)), f))
-    return sorted(found)
+    found = [(WEIGHTS_RE.search(f.name), f) for f in (results_dir(ctx, "train") / "weights").glob("*_epoch_*.hdf5")]
+    return sorted((int(m.group(1)), f) for m, f in found if m)
 
 
 def final_weights(ctx: RunContext) -> Path:
@@ -290,7 +259,7 @@ def stage_train(ctx: RunContext) -> None:
         ctx.record(previous_results=str(aside))
         done = []
     n_gpus = gpu_count(ctx.cfg.get("gpus", "all"))
-    args: list[tuple[str, str | None, str | None]] = [("--gpus", str(n_gpus), None)] if n_gpus > 1 else []
+    args: list[tuple] = [("--gpus", str(n_gpus), None)] if n_gpus > 1 else []
     train_spec = spec
     if done:
         last_epoch, last = done[-1]
@@ -300,20 +269,15 @@ def stage_train(ctx: RunContext) -> None:
             return
         _say(f"[tao] {net} train: resuming from {last.name} (epoch {last_epoch + 1} of {epochs})")
         if net == "ssd":
-            args += [("-m", p.c(last), INPUT), ("--initial_epoch", str(last_epoch + 1), None)]
+            args += [("-m", last, INPUT), ("--initial_epoch", str(last_epoch + 1), None)]
         else:  # YOLOv3 resumes through the spec (it reads the epoch from the file name)
-            train_spec = dict(spec)
-            tc = dict(spec["training_config"])
-            for k in tao_spec.LOAD_MODEL_ONEOF:
-                tc.pop(k, None)
-            tc["resume_model_path"] = p.c(last)
-            train_spec["training_config"] = tc
+            tc = {k: v for k, v in spec["training_config"].items() if k not in tao_spec.LOAD_MODEL_ONEOF}
+            train_spec = {**spec, "training_config": {**tc, "resume_model_path": p.c(last)}}
     run_spec = tao_dir(ctx, "specs") / "train.txt"
     fields = tao_spec.write_spec(train_spec, run_spec, net)
-    argv, checks = _command(net, "train", [("-e", p.c(run_spec), INPUT), _results_arg(net, "train", p.c(results))] + args)
     # TAO names checkpoints <net>_<arch>[<nlayers>]_epoch_NNN.hdf5 and writes one every checkpoint_interval
-    job = _job(ctx, argv, spec_checks(run_spec, fields) + checks, results, [results / "weights" / "*_epoch_*.hdf5"])
-    _run(ctx, job, _echo(ctx))
+    _run(ctx, "train", [("-e", run_spec, INPUT), *args], results, [results / "weights" / "*_epoch_*.hdf5"],
+         spec_checks(run_spec, fields))
     ctx.record(final_weights=str(final_weights(ctx)))
 
 
@@ -321,26 +285,17 @@ def _spec_and_model(ctx: RunContext) -> tuple[Path, Path, list[PathCheck]]:
     spec_file = tao_dir(ctx, "specs") / "experiment.txt"
     if not spec_file.exists():
         raise HackathonError(f"{spec_file} is missing.", fix="Run the tao_train stage first.")
-    return spec_file, final_weights(ctx), spec_checks(spec_file, _fields_of(spec_file))
-
-
-def _fields_of(spec_file: Path) -> list:
-    """SpecFields of an already written spec (path fields with their line numbers)."""
-    return tao_spec.path_fields_in_text(spec_file.read_text(), source=str(spec_file))
+    fields = tao_spec.path_fields_in_text(spec_file.read_text(), source=str(spec_file))  # with their line numbers
+    return spec_file, final_weights(ctx), spec_checks(spec_file, fields)
 
 
 def stage_evaluate(ctx: RunContext) -> None:
-    net = network(ctx.cfg)
-    p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx)
-    results = results_dir(ctx, "evaluate")
-    argv, checks = _command(net, "evaluate", [("-e", p.c(spec_file), INPUT), ("-m", p.c(model), INPUT),
-                                              _results_arg(net, "evaluate", p.c(results))])
-    job = _job(ctx, argv, spec_paths + checks, results, [])
-    result = _run(ctx, job, _echo(ctx))
+    result = _run(ctx, "evaluate", [("-e", spec_file, INPUT), ("-m", model, INPUT)], results_dir(ctx, "evaluate"), [],
+                  spec_paths)
     reported = status_map(result.statuses)
     if reported is None:
-        reported = parse_tao_map(job.log_file)
+        reported = parse_tao_map(result.log_file)
     if reported is not None:  # TAO's own VOC-style number, kept next to ours for comparison
         ctx.record(tao_reported_map=reported)
 
@@ -363,61 +318,42 @@ def parse_tao_map(log_file: Path) -> float | None:
 
 
 def stage_inference(ctx: RunContext) -> None:
-    net = network(ctx.cfg)
-    p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx)
-    t = _container_cfg(ctx.cfg)
     results = results_dir(ctx, "inference")
     for old in (results / "labels").glob("*.txt"):  # predictions of an earlier model must not be scored
         old.unlink()
     images = kitti_dir(ctx, str(ctx.cfg.eval.split)) / "images"
-    argv, checks = _command(net, "inference", [
-        ("-e", p.c(spec_file), INPUT), ("-m", p.c(model), INPUT), ("-i", p.c(images), INPUT),
-        _results_arg(net, "inference", p.c(results)), ("-t", str(t.get("inference_threshold", 0.01)), None)])
-    job = _job(ctx, argv, spec_paths + checks, results, [results / "labels" / "*.txt"])
-    _run(ctx, job, _echo(ctx))
+    threshold = _container_cfg(ctx.cfg).get("inference_threshold", 0.01)
+    _run(ctx, "inference", [("-e", spec_file, INPUT), ("-m", model, INPUT), ("-i", images, INPUT),
+                            ("-t", threshold, None)], results, [results / "labels" / "*.txt"], spec_paths)
 
 
 def stage_score(ctx: RunContext) -> None:
     """Our scorer on TAO's KITTI output: the same pycocotools numbers as backend=torch."""
-    from tasks.detect.evaluate import kitti_predictions_to_coco, score_coco
-    from tasks.detect.stages import add_report_assets
+    from tasks.detect.evaluate import kitti_predictions_to_coco, score_run
 
-    e = ctx.cfg.eval
-    gt_json = split_json(ctx, str(e.split))
+    split = str(ctx.cfg.eval.split)
+    gt_json = split_json(ctx, split)
     dets = kitti_predictions_to_coco(results_dir(ctx, "inference") / "labels", gt_json,
-                                     kitti_index=kitti_dir(ctx, str(e.split)) / "kitti_index.json")
-    out = ctx.dir("eval")
-    metrics = score_coco(gt_json, dets, out, samples=int(e.samples), confusion_threshold=float(e.confusion_threshold),
-                         voc_mode=str(e.voc_mode))
-    ctx.write_metrics(metrics)
-    assets = read_json(out / "assets.json", default={}) or {}
+                                     kitti_index=kitti_dir(ctx, split) / "kitti_index.json")
     commands = read_json(tao_dir(ctx) / "launcher_commands.json", default={}) or {}
-    add_report_assets(ctx, images=assets.get("images", []), prefix="eval/", headline=assets.get("headline"),
-                      tables=assets.get("tables", []) + [{"title": f"TAO {network(ctx.cfg)}: launcher equivalent",
-                                                          "rows": [{"stage": k, "command": v} for k, v in commands.items()]}])
-    _say(f"[tao] {e.split}: mAP@0.5 {metrics['map50']:.3f}   mAP@[.5:.95] {metrics['map']:.3f}   "
+    metrics = score_run(ctx, gt_json, dets, [{"title": f"TAO {network(ctx.cfg)}: launcher equivalent",
+                                              "rows": [{"stage": k, "command": v} for k, v in commands.items()]}])
+    _say(f"[tao] {split}: mAP@0.5 {metrics['map50']:.3f}   mAP@[.5:.95] {metrics['map']:.3f}   "
           f"VOC AP@0.5 {metrics['voc_ap50']:.3f}")
 
 
 def stage_export(ctx: RunContext) -> None:
-    net = network(ctx.cfg)
-    p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx)
     export = results_dir(ctx, "export")
     onnx = export / (model.stem + ".onnx")
-    if onnx.exists():  # ours, from an earlier attempt: TAO export refuses to overwrite
-        onnx.unlink()
-    argv, checks = _command(net, "export", [("-m", p.c(model), INPUT), ("-o", p.c(onnx), OUTPUT),
-                                            ("-e", p.c(spec_file), INPUT), _results_arg(net, "export", p.c(export)),
-                                            ("--gen_ds_config", None, None)])
-    job = _job(ctx, argv, spec_paths + checks, export, [onnx])
-    _run(ctx, job, _echo(ctx))
+    onnx.unlink(missing_ok=True)  # ours, from an earlier attempt: TAO export refuses to overwrite
+    _run(ctx, "export", [("-m", model, INPUT), ("-o", onnx, OUTPUT), ("-e", spec_file, INPUT),
+                         ("--gen_ds_config", None, None)], export, [onnx], spec_paths)
     ctx.record(onnx=str(onnx))
 
 
 def stage_engine(ctx: RunContext) -> None:
-    net = network(ctx.cfg)
     t = _container_cfg(ctx.cfg)
     gpus = str(ctx.cfg.get("gpus", "all")).lower()
     if not t.get("trt_engine"):
@@ -428,19 +364,14 @@ def stage_engine(ctx: RunContext) -> None:
         ctx.record(skipped="gpus=none: TensorRT needs a GPU")
         _say("[tao] TensorRT engine: skipped, gpus=none (TensorRT builds on a GPU). " + ENGINE_NOTE)
         return
-    p = _Paths(mount_plan(ctx))
     spec_file, model, spec_paths = _spec_and_model(ctx)
     export = results_dir(ctx, "export")
-    onnx = export / (model.stem + ".onnx")
-    engine = export / f"{model.stem}.{t.get('trt_data_type', 'fp32')}.engine"
-    results = results_dir(ctx, "engine")
-    argv, checks = _command(net, "gen_trt_engine", [
-        ("-m", p.c(onnx), INPUT), ("-e", p.c(spec_file), INPUT), ("--engine_file", p.c(engine), OUTPUT),
-        ("--data_type", str(t.get("trt_data_type", "fp32")), None), ("--batch_size", "1", None),
-        ("--max_batch_size", str(t.get("trt_max_batch_size", 8)), None), _results_arg(net, "gen_trt_engine", p.c(results))])
-    job = _job(ctx, argv, spec_paths + checks, results, [engine],
-               image=str(t.get("deploy_image")), launcher="deploy")
-    _run(ctx, job, _echo(ctx))
+    data_type = t.get("trt_data_type", "fp32")
+    engine = export / f"{model.stem}.{data_type}.engine"
+    _run(ctx, "gen_trt_engine", [("-m", export / (model.stem + ".onnx"), INPUT), ("-e", spec_file, INPUT),
+                                 ("--engine_file", engine, OUTPUT), ("--data_type", data_type, None),
+                                 ("--batch_size", 1, None), ("--max_batch_size", t.get("trt_max_batch_size", 8), None)],
+         results_dir(ctx, "engine"), [engine], spec_paths, image=str(t.get("deploy_image")), launcher="deploy")
     ctx.record(engine=str(engine), note=ENGINE_NOTE)
     _say("[tao] " + ENGINE_NOTE)
 
@@ -477,6 +408,4 @@ def build_tao_stages(cfg) -> list[Stage]:
                              fix="Copy the tao: block from specs/detect/demo.yaml into your spec.")
     # the experiment spec (template + tao.experiment) against TAO's messages, before any stage or container
     tao_spec.check_experiment(net, _container_cfg(cfg).get("experiment") or {})
-    from tasks.detect.stages import shared_stages
-
     return shared_stages() + tao_stages()

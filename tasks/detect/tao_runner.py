@@ -120,28 +120,27 @@ def launcher_command(job: TaoJob) -> str:
 
 # ------------------------------------------------------------------ status.json
 
+def _status_file(status_dir: Path | None) -> Path | None:
+    """<status_dir>/status.json when it exists."""
+    p = status_dir / STATUS_FILE if status_dir is not None else None
+    return p if p is not None and p.exists() else None
+
+
 def status_offset(status_dir: Path | None, contract: StatusContract = GENERIC) -> int:
     """Most TAO tasks append to status.json: remember where this run's lines will start."""
-    if status_dir is None or contract.truncates:
-        return 0
-    p = status_dir / STATUS_FILE
-    return p.stat().st_size if p.exists() else 0
+    p = None if contract.truncates else _status_file(status_dir)
+    return p.stat().st_size if p else 0
 
 
 def _stat(status_dir: Path | None) -> tuple[int, int] | None:
-    p = status_dir / STATUS_FILE if status_dir is not None else None
-    if p is None or not p.exists():
-        return None
-    st = p.stat()
-    return st.st_mtime_ns, st.st_size
+    st = p.stat() if (p := _status_file(status_dir)) else None
+    return (st.st_mtime_ns, st.st_size) if st else None
 
 
 def read_statuses(status_dir: Path | None, offset: int) -> list[dict]:
     """The status.json lines (one JSON object each) written since `offset`."""
-    if status_dir is None:
-        return []
-    p = status_dir / STATUS_FILE
-    if not p.exists():
+    p = _status_file(status_dir)
+    if p is None:
         return []
     data = p.read_bytes()
     if len(data) < offset:  # the file was replaced: all of it is new
@@ -357,7 +356,3 @@ def find_containers(client, labels: dict[str, str] | None = None) -> list:
     """Containers (running or not) started by this tool, optionally with extra matching labels."""
     filters = [f"{LABEL}=1"] + [f"{k}={v}" for k, v in (labels or {}).items()]
     return client.containers.list(all=True, filters={"label": filters})
-
-
-def format_commands(jobs: Sequence[TaoJob]) -> str:
-    return "\n".join(launcher_command(j) for j in jobs)

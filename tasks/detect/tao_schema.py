@@ -172,7 +172,7 @@ class _Checker:
             dotted = f"{path}.{e.name}" if path else e.name
             ftype = fields.get(e.name)
             if ftype is None:
-                self.unknown(e, key, path, dotted)
+                self.add(e, dotted, *explain_unknown(self.kind, key, path, e.name, e.line, e.kind == "message"))
                 continue
             if ftype.label == "single":
                 if e.in_list:
@@ -192,10 +192,6 @@ class _Checker:
                                  f"oneof `{group}` {members} of {message_name(key)}, and TAO would silently keep "
                                  "only the last one.", f"Keep only one of {', '.join(members)}.")
             self.value(e, ftype, dotted)
-
-    def unknown(self, e: prototext.Entry, key: str, path: str, dotted: str) -> None:
-        text, fix = explain_unknown(self.kind, key, path, e.name, line=e.line, is_block=e.kind == "message")
-        self.add(e, dotted, text, fix)
 
     def value(self, e: prototext.Entry, ftype: FieldType, dotted: str) -> None:
         if ftype.kind == "message":  # a nested message or a map entry

@@ -21,7 +21,6 @@ from tasks.detect.tao_messages import MESSAGES
 
 TEMPLATES_DIR = SPECS_DIR / "detect" / "tao"
 NETWORKS = ("ssd", "yolo_v3")
-NETWORK_BLOCK = {"ssd": "ssd_config", "yolo_v3": "yolov3_config"}
 
 # proto map<> fields (rendered as repeated {key value} entries) and enum fields (written bare, keyed by
 # (parent block, field)), both read from TAO's message tables so the writer and the checker agree.
@@ -133,26 +132,13 @@ def _set_dotted(spec: dict, key: str, value: Any) -> None:
 
 # ------------------------------------------------------------------ rendering
 
+C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def quote(value: str) -> str:
     """A protobuf text-format string literal: C escapes, non-ASCII bytes as octal (what CEscape does)."""
-    out = []
-    for b in value.encode("utf-8"):
-        ch = chr(b)
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif 0x20 <= b < 0x7F:
-            out.append(ch)
-        else:
-            out.append(f"\\{b:03o}")
-    return '"' + "".join(out) + '"'
+    return '"' + "".join(C_ESCAPES.get(chr(b)) or (chr(b) if 0x20 <= b < 0x7F else f"\\{b:03o}")
+                         for b in value.encode("utf-8")) + '"'
 
 
 def _scalar(value: Any, parent: str, field: str, where: str) -> str:
@@ -251,12 +237,6 @@ def path_fields_in_text(text: str, source: str = "spec") -> list[SpecField]:
 
     walk(parse(text, source), "")
     return out
-
-
-def path_fields(spec: Mapping) -> list[tuple[str, Any]]:
-    """(dotted field, value) of every path field in a spec dict — what the pipeline translates."""
-    _, fields = render(spec)
-    return [(f.field, f.value) for f in fields]
 
 
 def map_path_fields(spec: Any, fn, field: str = "") -> Any:

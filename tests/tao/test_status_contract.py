@@ -12,6 +12,7 @@ import pytest
 
 from hackathon.core.errors import HackathonError
 from tasks.detect import tao_pipeline
+from tasks.detect.tao_mounts import MountPlan
 from tasks.detect.tao_runner import (STATUS_CONTRACTS, TaoJob, finished, read_statuses, status_contract,
                                      status_offset, verdict)
 
@@ -29,8 +30,9 @@ def test_every_task_the_pipeline_runs_has_a_contract_with_its_source():
             assert c.source and c.flag in ("-r", "--results_dir"), (net, task)
     # export's parser (common/export/app.py) has no -r: passing it would be an argparse error
     assert {status_contract(n, "export").flag for n in ("ssd", "yolo_v3")} == {"--results_dir"}
-    assert tao_pipeline._results_arg("yolo_v3", "export", "/x")[0] == "--results_dir"
-    assert tao_pipeline._results_arg("ssd", "train", "/x")[0] == "-r"
+    no_mounts = tao_pipeline._Paths(MountPlan(mounts=[]))
+    assert tao_pipeline._command("yolo_v3", "export", [], Path("/x"), no_mounts)[0][-2:] == ["--results_dir", "/x"]
+    assert tao_pipeline._command("ssd", "train", [], Path("/x"), no_mounts)[0][-2:] == ["-r", "/x"]
 
 
 @pytest.mark.parametrize("net,task,statuses,ok", [
