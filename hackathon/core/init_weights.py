@@ -61,7 +61,8 @@ def record(init, file: Path | str | None = None, loaded: int = 0, new=()) -> dic
 
 def record_init(ctx, model: str, rec: dict) -> None:
     """Store `rec` in meta.json (this stage's `init`) and in metrics.json's `init` (all models of the run)."""
-    ctx.record(init={model: rec})
+    stage = ctx.meta.get("stages", {}).get(ctx.stage or "_run", {})
+    ctx.record(init={**(stage.get("init") or {}), model: rec})  # a stage may start several models
     ctx.write_metrics({"init": {**(ctx.read_metrics().get("init") or {}), model: rec}})
 
 
