@@ -49,6 +49,8 @@ def test_record_init_writes_meta_and_metrics(tmp_path):
     record_init(ctx, "hifigan", record("tts_zh_hifigan_sfspeech"))
     assert ctx.meta["stages"]["fastpitch"]["init"]["fastpitch"]["kind"] == "scratch"
     assert sorted(ctx.read_metrics()["init"]) == ["fastpitch", "hifigan"]
+    record_init(ctx, "vocoder", record("scratch"))  # a second model of one stage (detect: detector + backbone)
+    assert sorted(ctx.meta["stages"]["hifigan"]["init"]) == ["hifigan", "vocoder"]
 
 
 def test_load_matching_keeps_mismatched_layers_random():
