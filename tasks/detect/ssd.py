@@ -106,7 +106,7 @@ def build_model(name: str, num_classes: int, init: str | None = "scratch", input
     use_backbone = kind_of(init) == "scratch" and kind_of(backbone) != "scratch"
     if use_backbone and name != MNV2_MODEL:
         raise HackathonError(f"model.backbone={backbone} fits {MNV2_MODEL}, not {name}.", fix="Use model.name=auto")
-    found = {"detector": record(init)}
+    found = {"detector": record("scratch")}
     if name == MNV2_MODEL:
         state, file = load_state(backbone, "model.backbone", "MobileNetV2 backbone") if use_backbone else ({}, None)
         model, loaded = ssdlite_mobilenet_v2(num_classes + 1, state)
