@@ -23,22 +23,21 @@ err_console = TerminalConsole("stderr")
 
 app = typer.Typer(help="Raw recordings and images to scored models: asr, tts, detect.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Audio and image data tools (ingest, validate, resample, split, demo data).",
-                       no_args_is_help=True)
-asr_app = typer.Typer(help="ASR tools: transcribe, export.", no_args_is_help=True)
-tts_app = typer.Typer(help="TTS tools: synthesize.", no_args_is_help=True)
-detect_app = typer.Typer(help="Detection data tools: ingest, split, balance, roboflow.", no_args_is_help=True)
-ngc_app = typer.Typer(help="NGC (nvcr.io) docker login for the TAO images.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-app.add_typer(asr_app, name="asr")
-app.add_typer(tts_app, name="tts")
-app.add_typer(detect_app, name="detect")
-app.add_typer(ngc_app, name="ngc")
-k8s_app = typer.Typer(help="Kubernetes: a Kubeflow PyTorchJob (elastic, torchrun) and the project's Dockerfile.",
-                      no_args_is_help=True)
-slurm_app = typer.Typer(help="SLURM: an sbatch script (srun + torchrun, requeue on preemption).", no_args_is_help=True)
-app.add_typer(k8s_app, name="k8s")
-app.add_typer(slurm_app, name="slurm")
+
+
+def _group(name: str, help: str) -> typer.Typer:
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+data_app = _group("data", "Audio and image data tools (ingest, validate, resample, split, demo data).")
+asr_app = _group("asr", "ASR tools: transcribe, export.")
+tts_app = _group("tts", "TTS tools: synthesize.")
+detect_app = _group("detect", "Detection data tools: ingest, split, balance, roboflow.")
+ngc_app = _group("ngc", "NGC (nvcr.io) docker login for the TAO images.")
+k8s_app = _group("k8s", "Kubernetes: a Kubeflow PyTorchJob (elastic, torchrun) and the project's Dockerfile.")
+slurm_app = _group("slurm", "SLURM: an sbatch script (srun + torchrun, requeue on preemption).")
 
 # Commands whose output is not captured: `run` logs per stage itself; a prompt / GUI; reading our own files only.
 UNCAPTURED = {"run", "ngc_login", "label", "gpus", "runs", "score"}
@@ -190,18 +189,6 @@ def detect_tao_spec(
     from tasks.detect.tao_spec import write_spec_file
 
     console.print(write_spec_file(network, overrides or [], out), highlight=False)
-
-
-@detect_app.command("build-tao-standin")
-@friendly_errors
-def detect_build_tao_standin(
-    tag: Optional[str] = typer.Option(None, "--tag", help="Image tag (default hackathon-tao-standin:test)."),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if the image is up to date."),
-):
-    """Build the small local image that stands in for the TAO image in tests (image=... of backend=tao)."""
-    from tasks.detect.tao_pipeline import build_standin_image
-
-    console.print(build_standin_image(tag, force=force), highlight=False)
 
 
 # ---------------------------------------------------------------- ngc
@@ -579,8 +566,7 @@ def gate(
 
 # ---------------------------------------------------------------- serve / deploy (issue 11)
 
-deploy_app = typer.Typer(help="Deployment: a Triton model repository for the NGC container.", no_args_is_help=True)
-app.add_typer(deploy_app, name="deploy")
+deploy_app = _group("deploy", "Deployment: a Triton model repository for the NGC container.")
 
 
 @app.command()

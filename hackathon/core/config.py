@@ -47,17 +47,9 @@ def backend_demo_spec(task: str, overrides: Sequence[str]) -> str | None:
     return None
 
 
-def _all_keys(cfg, prefix: str = "") -> list[str]:
-    from omegaconf import DictConfig
-
-    keys = []
-    for k in cfg.keys():
-        full = f"{prefix}{k}"
-        keys.append(full)
-        v = cfg._get_node(k)
-        if isinstance(v, DictConfig):
-            keys.extend(_all_keys(v, full + "."))
-    return keys
+def _all_keys(cfg) -> set[str]:
+    """Every dotted key: the leaves and each section above them."""
+    return {leaf.rsplit(".", n)[0] for leaf in _leaves(cfg) for n in range(leaf.count(".") + 1)}
 
 
 def parse_overrides(overrides: Sequence[str]) -> list[str]:
@@ -202,7 +194,7 @@ def load_config_with_sources(task: str, spec: str | None = None, overrides: Sequ
         cfg = merge_specs([part for _, part in chain])
     except OmegaConfBaseException as exc:
         raise HackathonError(f"Spec {path} does not fit its base: {exc}", fix="Check the field types against the base spec.")
-    known = set(_all_keys(cfg))
+    known = _all_keys(cfg)
     dotlist = []
     for item in parse_overrides(overrides):
         key, value = item.split("=", 1)
@@ -228,7 +220,6 @@ def load_config_with_sources(task: str, spec: str | None = None, overrides: Sequ
 
 
 def load_config(task: str, spec: str | None = None, overrides: Sequence[str] = ()):
-    """The resolved task config (see load_config_with_sources), without the `base` key."""
     return load_config_with_sources(task, spec, overrides)[0]
 
 

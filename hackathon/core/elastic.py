@@ -5,10 +5,9 @@
 
 - The first process to claim the run directory (an flock on `<run-dir>/elastic/coordinator.lock`) is the
   run's coordinator: it runs the pipeline as usual (prepare, evaluate, export, meta.json, registry,
-  report) and, for each stage whose config slice holds a Lightning `trainer:` block (and detect's
-  torch `train`), starts a local torchrun agent (c10d rendezvous, --nnodes MIN:MAX, --max-restarts) whose
-  workers run just that stage (hackathon/core/elastic_worker.py). It waits for the agent, then marks the
-  stage done and goes on.
+  report) and, for each train stage on the one engine (`Stage.on_engine`), starts a local torchrun
+  agent (c10d rendezvous, --nnodes MIN:MAX, --max-restarts) whose workers run just that stage
+  (hackathon/core/elastic_worker.py). It waits for the agent, then marks the stage done and goes on.
 - Every further process with the same command and run dir (another machine, or a second agent on this
   one) is a joiner: it waits until the coordinator is inside a training stage and starts its own agent
   for that stage with the same rendezvous (no node rank needed: c10d assigns one); it follows the

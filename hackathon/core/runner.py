@@ -228,12 +228,8 @@ def run_task(task: str, overrides: Sequence[str] = (), spec: str | None = None,
             registry.record_run_status(ctx)
             execute_stages(ctx, stages, from_stage, only, force, echo)
         ctx.meta["status"] = "done"
-    except KeyboardInterrupt as exc:
-        ctx.meta["status"] = "interrupted"
-        error = exc
-        raise
     except BaseException as exc:
-        ctx.meta["status"] = "failed"
+        ctx.meta["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         error = exc
         raise
     finally:

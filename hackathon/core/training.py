@@ -356,6 +356,24 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def warmup_then_decay(optimizer, warmup: int, total: int, decay: str = "linear") -> dict:
+    """configure_optimizers' answer: the lr rises linearly over `warmup` steps, then decays (linear or cosine) to 0
+    at step `total`; stepped every optimizer step."""
+    import math
+
+    import torch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        if decay == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 def load_best_weights(model, result: FitResult) -> Path | None:
     """Load the best-by-monitor checkpoint's weights into `model` (no-op without one). Returns its path."""
     import torch

@@ -24,6 +24,7 @@ from pathlib import Path
 from hackathon.core.atomic import atomic_write_json
 from hackathon.core.errors import HackathonError
 from hackathon.core.progress import track
+from hackathon.core.training import fit_resumable, trainer_settings, warmup_then_decay
 from tasks.detect.pretrained import MNV2_MODEL, implied_model
 
 CPU_MODEL = "ssdlite320_mobilenet_v3_large"
@@ -41,8 +42,6 @@ OWN_TRAINER_KEYS = ("weight_decay", "warmup_steps", "hflip", "bn_recalibration_i
 
 def on_gpu(trainer_cfg) -> bool:
     """Whether the trainer section's accelerator lands on a GPU here (the engine's own resolution)."""
-    from hackathon.core.training import trainer_settings
-
     return trainer_settings(trainer_cfg)["accelerator"] != "cpu"
 
 
@@ -308,13 +307,6 @@ def map50(gt_json: Path, dets: list[dict]) -> float:
 
 # ----------------------------------------------------------------------------- train
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to 0 at `total` (a factor of the peak lr)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 def lightning_module(model, info: dict, train: DetectionData, val: DetectionData, val_json: Path, t, batch_size: int,
                      seed: int):
     """The SSD as a LightningModule (Lightning imported here: importing this module stays cheap)."""
@@ -343,8 +335,7 @@ def lightning_module(model, info: dict, train: DetectionData, val: DetectionData
         def configure_optimizers(self):
             opt = torch.optim.AdamW(self.model.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
             total = int(self.trainer.max_epochs) * self.sampler().steps_per_epoch()
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, int(t.warmup_steps)))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return warmup_then_decay(opt, int(t.warmup_steps), total, decay="cosine")
 
         def training_step(self, batch, batch_idx):
             loss = sum(self.model([im for im, _ in batch], [tg for _, tg in batch]).values())
@@ -397,7 +388,6 @@ def trainer_section(cfg) -> dict:
 
 def train_stage(ctx) -> None:
     from hackathon.core.init_weights import record_init
-    from hackathon.core.training import fit_resumable
     from tasks.detect.stages import split_json
 
     t = ctx.cfg.trainer

@@ -480,21 +480,3 @@ def build_tao_stages(cfg) -> list[Stage]:
     from tasks.detect.stages import shared_stages
 
     return shared_stages() + tao_stages()
-
-
-
-def build_standin_image(tag: str | None = None, force: bool = False) -> str:
-    """`hackathon detect build-tao-standin`: the tests' local stand-in for the TAO image (busybox, ~2 MB)."""
-    import runpy
-
-    from hackathon.core.paths import REPO_ROOT
-
-    builder = REPO_ROOT / "tests" / "tao" / "standin" / "build.py"
-    if not builder.exists():
-        raise HackathonError(f"{builder} is missing (the stand-in lives in the source checkout).",
-                             fix="Run this from a git checkout of the project.")
-    mod = runpy.run_path(str(builder))
-    try:
-        return mod["build"](tag or mod["DEFAULT_TAG"], force=force)
-    except mod["StandinError"] as exc:
-        raise HackathonError(str(exc).split(" Fix: ")[0], fix=mod["FIX_BUSYBOX"]) from exc

@@ -84,10 +84,17 @@ def test_mean_state_dict_averages_floats_keeps_counters():
 
 
 def test_lr_schedule_warms_up_then_decays():
-    from tasks.asr.whisper_lora.train import lr_factor
+    import torch
 
-    assert lr_factor(0, 4, 20) == 0.25 and lr_factor(3, 4, 20) == 1.0
-    assert lr_factor(12, 4, 20) == 0.5 and lr_factor(20, 4, 20) == 0.0
+    from hackathon.core.training import warmup_then_decay
+
+    def factors(decay):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        factor = warmup_then_decay(opt, 4, 20, decay)["lr_scheduler"]["scheduler"].lr_lambdas[0]
+        return [factor(s) for s in (0, 3, 12, 20)]
+
+    assert factors("linear") == [0.25, 1.0, 0.5, 0.0]
+    assert factors("cosine")[:2] == [0.25, 1.0] and abs(factors("cosine")[2] - 0.5) < 1e-9 and factors("cosine")[3] == 0.0
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only():

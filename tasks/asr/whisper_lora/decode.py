@@ -173,32 +173,21 @@ def greedy_decode(model, encoder_states, tokens: Tokens, prompt: list[int],
     return out
 
 
-def transcribe_features(model, features: np.ndarray, tokens: Tokens, language: str, task: str = "transcribe",
-                        batch_size: int = 8) -> list[str]:
-    import torch
-
-    texts = []
-    prompt = tokens.prompt(language, task)
-    model.eval()
-    for start in range(0, len(features), batch_size):
-        with torch.inference_mode():
-            states = encode(model, torch.from_numpy(features[start:start + batch_size]))
-        texts += [tokens.decode(ids) for ids in greedy_decode(model, states, tokens, prompt)]
-    return texts
-
-
-def transcribe_states(model, states, tokens: Tokens, language: str, task: str = "transcribe",
-                      batch_size: int = 8) -> list[str]:
-    """Texts from cached encoder states (N, 1500, d) — the frozen-encoder path of training/validation."""
+def transcribe_features(model, features, tokens: Tokens, language: str, task: str = "transcribe",
+                        batch_size: int = 8, encoded: bool = False) -> list[str]:
+    """Texts of log-mel `features`, or (encoded=True) of cached encoder states (N, 1500, d): the frozen-encoder
+    path of training/validation."""
     import torch
 
     texts = []
     prompt = tokens.prompt(language, task)
     model.eval()
     param = next(whisper_core(model).parameters())
-    for start in range(0, len(states), batch_size):
-        chunk = torch.as_tensor(states[start:start + batch_size]).to(param.device, dtype=param.dtype)
-        texts += [tokens.decode(ids) for ids in greedy_decode(model, chunk, tokens, prompt)]
+    for start in range(0, len(features), batch_size):
+        with torch.inference_mode():
+            chunk = torch.as_tensor(features[start:start + batch_size])
+            states = chunk.to(param.device, dtype=param.dtype) if encoded else encode(model, chunk)
+        texts += [tokens.decode(ids) for ids in greedy_decode(model, states, tokens, prompt)]
     return texts
 
 

@@ -146,16 +146,14 @@ def transcribe_split(ctx, model, tokens, split: str, batch_size: int) -> list[di
     encoder is frozen (identical to running it), else through the whole model."""
     from data_tools.manifest import read_manifest
     from tasks.asr.prepare import manifest_path
-    from tasks.asr.whisper_lora.decode import load_clip, log_mel, transcribe_features, transcribe_states
+    from tasks.asr.whisper_lora.decode import load_clip, log_mel, transcribe_features
 
     wcfg = ctx.cfg.model
     entries = read_manifest(manifest_path(ctx.run_dir, split))
-    if bool(wcfg.freeze_encoder):
-        states = load_states(ctx.run_dir, split, entries, base_dir(ctx.run_dir))
-        texts = transcribe_states(model, states, tokens, str(wcfg.language), str(wcfg.task), batch_size)
-    else:
-        texts = transcribe_features(model, log_mel([load_clip(e.audio_filepath) for e in entries]), tokens,
-                                    str(wcfg.language), str(wcfg.task), batch_size)
+    frozen = bool(wcfg.freeze_encoder)
+    inputs = (load_states(ctx.run_dir, split, entries, base_dir(ctx.run_dir)) if frozen
+              else log_mel([load_clip(e.audio_filepath) for e in entries]))
+    texts = transcribe_features(model, inputs, tokens, str(wcfg.language), str(wcfg.task), batch_size, encoded=frozen)
     return [{"audio_filepath": e.audio_filepath, "text": e.text, "speaker": e.speaker, "pred_text": t}
             for e, t in zip(entries, texts)]
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from hackathon.core.atomic import atomic_dir, atomic_write_json
 from hackathon.core.errors import HackathonError
+from hackathon.core.training import fit_resumable, load_best_weights, warmup_then_decay
 
 ADAPTER_DIR = "model/adapter"
 CKPT_NAME = "whisper"
@@ -146,13 +147,6 @@ class EpochOrder:
         return iter(np.random.default_rng(self.seed + self.epoch).permutation(self.n).tolist())
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
 # ---------------------------------------------------------------- the LightningModule
 
 @functools.lru_cache(maxsize=None)
@@ -205,9 +199,7 @@ def module_class():
             tcfg = self.cfg.trainer
             params = [p for p in self.model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(params, lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
-            total, warmup = int(self.trainer.estimated_stepping_batches), int(tcfg.warmup_steps)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+            return warmup_then_decay(opt, int(tcfg.warmup_steps), int(self.trainer.estimated_stepping_batches))
 
         def on_train_epoch_start(self) -> None:
             self._losses, self._t_epoch = [], time.time()
@@ -227,13 +219,13 @@ def module_class():
             self._texts = {}
 
         def validation_step(self, idx, batch_idx):
-            from tasks.asr.whisper_lora.decode import transcribe_features, transcribe_states
+            from tasks.asr.whisper_lora.decode import transcribe_features
 
             if self.trainer.sanity_checking:  # a CER of the untrained adapter is the model stage's zero-shot
                 return
             mcfg, inputs = self.cfg.model, self.val_data.inputs[idx]
-            decode = transcribe_states if self.val_data.frozen else transcribe_features
-            texts = decode(self.model, inputs, self.tokens, str(mcfg.language), str(mcfg.task), len(idx))
+            texts = transcribe_features(self.model, inputs, self.tokens, str(mcfg.language), str(mcfg.task), len(idx),
+                                        encoded=self.val_data.frozen)
             self._texts.update(zip(idx, texts))
 
         def on_validation_epoch_end(self) -> None:
@@ -268,7 +260,6 @@ def checkpoint_epoch(path: Path) -> int:
 
 
 def train_stage(ctx) -> None:
-    from hackathon.core.training import fit_resumable, load_best_weights
     from tasks.asr.whisper_lora.decode import load_tokens
     from tasks.asr.whisper_lora.model import base_dir, int8_wanted, use_cuda
 

@@ -1,7 +1,6 @@
 """Build the local TAO stand-in image: a busybox rootfs + tao_standin.sh as `ssd` and `yolo_v3`.
 
     python tests/tao/standin/build.py [--tag hackathon-tao-standin:test]
-    hackathon detect build-tao-standin
 
 Needs a statically linked busybox on the host (Debian/Ubuntu: apt-get install busybox-static) and a
 docker engine. The image is ~2 MB and rebuilt only when the script or busybox changes (label check).
