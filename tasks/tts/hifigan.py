@@ -1,6 +1,6 @@
 """hifigan: HiFiGAN fine-tuned on FastPitch's teacher-forced mels, from `hifigan.init` (a pretrained vocoder:
-a .nemo / .ckpt or an NGC name, same mels as our FastPitch: checked before any work) or from scratch, then
-first pre-trained on the recordings.
+a .nemo / .ckpt or an NGC name, same mels as our FastPitch: checked before any work) or from scratch (then
+pre-trained on the recordings first).
 
 Resumable fits (hackathon/core/training.py): checkpoints/hifigan_pretrain/ (scratch only) and
 checkpoints/hifigan_finetune/; the fine-tune starts from the init or the pre-trained weights.
