@@ -35,7 +35,8 @@ def init_file(init, model: str, field: str) -> Path:
     path = Path(str(init)).expanduser()
     if not path.is_file():
         raise HackathonError(f"{field}={init}: no such file (the {model} weights to start from).",
-                             fix=f"Give an existing {'/'.join(FILE_SUFFIXES)} file, or train from scratch: {field}=scratch")
+                             fix=f"Give an existing {'/'.join(FILE_SUFFIXES)} file, or train from scratch: "
+                                 f"{field}=scratch")
     return path
 
 
