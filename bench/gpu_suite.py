@@ -6,7 +6,8 @@ Sections (each records its numbers, or its error, and the suite goes on):
               network) — our train stage with AMP vs a bare NeMo trainer.fit on the same config
               (utterances/s each, ratio; bench/asr_overhead.py's two timings);
 - fastpitch / hifigan: the TTS workstation spec's FastPitch and HiFiGAN at its batch sizes (32 / 16) on
-              the demo corpus: seconds per training step;
+              the demo corpus: seconds per training step; hifigan_finetune: the HiFiGAN fine-tune from an
+              init .nemo (`hifigan.init`, here the one just trained: no network) on FastPitch's mels;
 - ssd300:     torchvision ssd300_vgg16 training steps at the detect workstation batch size (32), AMP: it/s;
 - torchrun:   `hackathon run asr launcher=torchrun` on 1 GPU (the elastic launcher end to end);
 - peak GPU memory per section (torch.cuda.max_memory_allocated).
@@ -103,7 +104,7 @@ def tts_sections(dry: bool, work: Path) -> dict:
 
     steps_fp, steps_hg = (3, 1) if dry else (200, 100)
     common = [f"+fastpitch.trainer.max_steps={steps_fp}", "fastpitch.trainer.max_time=null",
-              "fastpitch.trainer.check_val_every_n_epoch=1000", "hifigan.enabled=true",
+              "fastpitch.trainer.check_val_every_n_epoch=1000", "hifigan.enabled=true", "hifigan.init=scratch",
               f"hifigan.trainer.pretrain_steps={steps_hg}", f"hifigan.trainer.finetune_steps={steps_hg}"]
     spec = None if dry else "workstation"
     overrides = common + (TTS_TINY if dry else [])
@@ -123,12 +124,21 @@ def tts_sections(dry: bool, work: Path) -> dict:
         times[stage.name] = (time.perf_counter() - t0, peak_memory())
     fp, hg = ctx.meta["stages"]["fastpitch"], ctx.meta["stages"]["hifigan"]
     fp_steps = max(1, int(fp.get("global_step") or steps_fp))
+    init = work / "hifigan_init.nemo"
+    init.write_bytes((ctx.run_dir / "models" / "hifigan.nemo").read_bytes())
+    again = prepare_run("tts", overrides + [f"hifigan.init={init}"], spec=spec, run_dir=work / "tts")
+    reset_peak()
+    execute_stages(again, [s for s in stages if s.name == "hifigan"], echo=lambda s: None)
+    fine = again.meta["stages"]["hifigan"]
     return {
         "fastpitch": {"batch_size": int(ctx.cfg.fastpitch.trainer.batch_size), "steps": fp_steps,
                       "seconds_per_step": round(float(fp.get("train_seconds") or times["fastpitch"][0]) / fp_steps, 4),
                       "note": "fit wall time / steps (Lightning start-up included)", **times["fastpitch"][1]},
         "hifigan": {"batch_size": int(ctx.cfg.hifigan.trainer.batch_size), "steps": 2 * steps_hg,
                     "seconds_per_step": hg.get("seconds_per_step"), **times["hifigan"][1]},
+        "hifigan_finetune": {"batch_size": int(again.cfg.hifigan.trainer.batch_size), "steps": steps_hg,
+                             "seconds_per_step": round(float(fine["finetune_seconds"]) / steps_hg, 4),
+                             "loaded_tensors": fine["init"]["hifigan"]["loaded"], **peak_memory()},
         "tts_data_seconds": round(sum(times[n][0] for n in ("prepare", "g2p", "sup_data")), 1),
     }
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hackathon.core.atomic import atomic_write_text
+from hackathon.core.init_weights import summary as weights_summary
 from hackathon.core.paths import TASKS
 from hackathon.core.registry import backend_comparison, list_runs, metric_number as _number
 
@@ -126,6 +127,8 @@ def print_scoreboard_lines(console, board: list[dict]) -> None:
                       f"run(s): {short_run_dir(best['run_dir'])}", highlight=False, markup=False, soft_wrap=True)
         if others := _other_metrics(row, limit=3):
             console.print(f"          {others}", highlight=False, markup=False, soft_wrap=True)
+        if weights := weights_summary(best["metrics"].get("init")):
+            console.print(f"          weights: {weights}", highlight=False, markup=False, soft_wrap=True)
 
 
 def print_scoreboard(console) -> list[dict]:
@@ -144,17 +147,18 @@ def print_scoreboard_table(console, board: list[dict]) -> None:
     from hackathon.core.registry import short_run_dir
 
     table = Table(title="Team scoreboard: best run per task")
-    for col in ("task", "ranked by", "best", "by", "other metrics", "runs", "run"):
+    for col in ("task", "ranked by", "best", "by", "other metrics", "weights from", "runs", "run"):
         table.add_column(col, overflow="fold")
     for row in board:
         ranked_by = ", ".join(f"{k} {'↑' if c.higher_is_better else '↓'}" for k, c in
                               ((c.key, c) for c in COMPETITION_METRICS[row["task"]]))
         best = row["best"]
         if best is None:
-            table.add_row(row["task"], ranked_by, "no scored run", "-", "-", "0", "-")
+            table.add_row(row["task"], ranked_by, "no scored run", "-", "-", "-", "0", "-")
             continue
         table.add_row(row["task"], ranked_by, _headline(row), best["user"] or "-", _other_metrics(row) or "-",
-                      str(row["scored_runs"]), short_run_dir(best["run_dir"]))
+                      weights_summary(best["metrics"].get("init")) or "-", str(row["scored_runs"]),
+                      short_run_dir(best["run_dir"]))
     console.print(table)
 
 
@@ -192,7 +196,8 @@ def write_index_html(path: str | os.PathLike) -> Path:
     for r in runs:
         metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r["metrics"].items()) if _number(v) is not None)
         run_rows.append(f"<tr><td>{e(r['task'])}</td><td>{e(r['user'] or '-')}</td><td>{e(r['status'] or '-')}</td>"
-                        f"<td>{e(r['started'] or '-')}</td><td>{e(metrics or '-')}</td><td>{e(r['run_dir'])}</td>"
+                        f"<td>{e(r['started'] or '-')}</td><td>{e(metrics or '-')}</td>"
+                        f"<td>{e(weights_summary(r['metrics'].get('init')) or '-')}</td><td>{e(r['run_dir'])}</td>"
                         f"<td>{report_cell(r['run_dir'])}</td></tr>")
     comparison = backend_comparison(runs)
     comparison_html = ""
@@ -211,7 +216,8 @@ ASR: CER (lower is better); TTS: DNSMOS OVRL then PESQ-WB (higher); detection: m
 {''.join(best_rows)}</table>
 {comparison_html}
 <h2>All runs ({len(runs)})</h2>
-<table><tr><th>task</th><th>user</th><th>status</th><th>started</th><th>metrics</th><th>run dir</th><th>report</th></tr>
+<table><tr><th>task</th><th>user</th><th>status</th><th>started</th><th>metrics</th><th>weights from</th><th>run dir</th>
+<th>report</th></tr>
 {''.join(run_rows)}</table></body></html>
 """
     atomic_write_text(path, page)

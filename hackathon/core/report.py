@@ -357,14 +357,18 @@ def render_report(run_dir: str | Path) -> str:
         if not table.get("headline"):
             body += [f"<h2>{e(str(table.get('title', 'table')))}</h2>", _html_table(list(table.get("rows", [])))]
     if assets.get("headline") or any(t.get("headline") for t in assets.get("tables", [])):
-        body += ["<h2>All metrics</h2>", _html_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())])
+        body += ["<h2>All metrics</h2>", _html_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
+                                                      if k != "init"])
                  if metrics else "<p><i>no metrics.json yet</i></p>"]
 
     summary = {k: meta.get(k) for k in ("task", "status", "user", "host", "created", "finished", "git_sha",
                                         "config_hash", "data_fingerprint", "gpu_locks", "argv_overrides")
                if meta.get(k) not in (None, "", [])}
     summary["run_dir"] = str(run_dir)
+    inits = [{"model": m, **r, "sha256": (r.get("sha256") or "\u2014")[:16]}
+             for m, r in sorted((metrics.get("init") or {}).items())]
     body += ["<h2 id=provenance>Provenance</h2>", _kv_table(summary),
+             *(["<h3 id=weights>Where the weights started</h3>", _html_table(inits)] if inits else []),
              "<h2>Versions</h2>", _kv_table(meta.get("versions", {})),
              "<h2 id=stages>Stages</h2>", _stages_html(meta)]
     if status != "done":

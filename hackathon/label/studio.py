@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode
 
 from hackathon.core.atomic import atomic_write_json, read_json, read_jsonl
 from hackathon.core.errors import HackathonError
+from hackathon.core.fingerprint import file_sha256
 
 from data_tools import label_studio as ls
 from data_tools.detection.classes import CANONICAL_CLASSES
@@ -195,12 +196,6 @@ def asr_run_predictions(run_dir: Path) -> dict[Path, dict]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def import_run(api: Api, ids: dict[str, int], run_dir: Path, min_score: float = DEFAULT_MIN_SCORE, echo=print) -> dict:
     """Pre-label from a run: predictions for the tasks showing the run's files (same path, or for images the
     same bytes), new tasks (least sure first) for the rest. Returns counts."""
@@ -212,7 +207,7 @@ def import_run(api: Api, ids: dict[str, int], run_dir: Path, min_score: float = 
     have = task_files(api, project, key)
     by_sha = {}
     if kind == "detection" and any(p not in have for p in preds):
-        by_sha = {_sha256(p): t for p, t in have.items() if p.is_file()}
+        by_sha = {file_sha256(p): t for p, t in have.items() if p.is_file()}
     by_stem = Counter(p.stem for p in have)
     matched, fresh = {}, {}
     for path, pred in preds.items():

@@ -218,9 +218,22 @@ def model_stage(ctx) -> None:
               "decoder_reinitialised": choice["changed"], "oov": oov,
               "parameters": int(sum(p.numel() for p in model.parameters()))}
     atomic_write_json(ctx.path(VOCABULARY_FILE), report)
+    _record_init(ctx, model, choice["changed"])
     ctx.record(source=source, vocabulary_size=report["size"], vocabulary_changed=choice["changed"],
                parameters=report["parameters"],
                oov_chars={s: r["n_chars"] for s, r in oov.items() if r["n_chars"]})
+
+
+def _record_init(ctx, model, decoder_new: bool) -> None:
+    """Provenance: every tensor comes from the init except a re-made decoder (all random for scratch)."""
+    from hackathon.core.init_weights import kind_of, record, record_init
+
+    init, names = str(ctx.cfg.model.init), list(model.state_dict())
+    new = [k for k in names if k.startswith("decoder.")] if decoder_new else []
+    cached = pretrained_cache_dir() / f"{init}.nemo"
+    loaded = 0 if init == SCRATCH else len(names) - len(new)
+    record_init(ctx, "asr", record(init, cached if kind_of(init) == "hub" and cached.is_file() else None, loaded,
+                                   ["decoder"] if new else []))
 
 
 def _log_oov(ctx, oov: dict) -> None:

@@ -1,9 +1,9 @@
 """Local backend: torchvision SSD trained on the balanced train split through the one engine
 (hackathon.core.training.fit_resumable), then inference on the eval split.
 
-- Model (`model:`): ssdlite320_mobilenet_v3_large on CPU, ssd300_vgg16 on GPU (model.name=auto), from
-  scratch (weights=None, weights_backbone=None: nothing is ever downloaded) or `model.init` = a local
-  .pt/.pth state dict (or a .ckpt of ours).
+- Model (`model:`): ssdlite320_mobilenet_v3_large on CPU, ssd300_vgg16 on GPU (model.name=auto), or
+  ssdlite320_mobilenet_v2 (torchvision's SSDlite on its ImageNet MobileNetV2) when `model.backbone` is set.
+  Weights start from `model.backbone` / `model.init` (tasks/detect/pretrained.py), provenance in meta.json.
 - Training (`trainer:`): a LightningModule whose training_step is torchvision's detection loss; AdamW with
   linear warm-up + cosine decay per step; horizontal flips; the data order of every epoch comes from
   (seed, epoch) alone, and under DDP each rank takes its share of every global batch. After the training
@@ -25,10 +25,12 @@ from hackathon.core.atomic import atomic_write_json
 from hackathon.core.errors import HackathonError
 from hackathon.core.progress import track
 from hackathon.core.training import fit_resumable, trainer_settings, warmup_then_decay
+from tasks.detect.pretrained import MNV2_MODEL, implied_model
 
 CPU_MODEL = "ssdlite320_mobilenet_v3_large"
 GPU_MODEL = "ssd300_vgg16"
-MODELS = (CPU_MODEL, GPU_MODEL)
+MODELS = (CPU_MODEL, GPU_MODEL, MNV2_MODEL)
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # what ImageNet backbones saw
 FIT_NAME = "ssd"  # checkpoints/ssd/, logs/ssd/
 MONITOR = "val_map50"
 VAL_SCORE_THRESHOLD = 0.01  # detections kept for the per-epoch val mAP (low: the whole PR curve)
@@ -44,11 +46,14 @@ def on_gpu(trainer_cfg) -> bool:
 
 
 def model_name(cfg, gpu: bool) -> str:
-    name = str(cfg.model.name)
+    name, implied = str(cfg.model.name), implied_model(cfg.model.get("backbone"), cfg.model.init)
     if name == "auto":
-        return GPU_MODEL if gpu else CPU_MODEL
+        return implied or (GPU_MODEL if gpu else CPU_MODEL)
     if name not in MODELS:
-        raise HackathonError(f"model.name={name!r} is not supported.", fix=f"Use auto, {CPU_MODEL} or {GPU_MODEL}.")
+        raise HackathonError(f"model.name={name!r} is not supported.", fix=f"Use auto or one of {', '.join(MODELS)}.")
+    if implied and implied != name:
+        raise HackathonError(f"model.name={name}: the weights of model.init / model.backbone fit {implied}.",
+                             fix="Use model.name=auto, or model.init=scratch model.backbone=scratch")
     return name
 
 
@@ -62,28 +67,64 @@ def set_input_size(model, size: int | None) -> None:
         model.transform.max_size = int(size)
 
 
-def build_model(name: str, num_classes: int, init: str | None = "scratch", input_size: int | None = None):
-    """SSD with `num_classes` foreground classes (+ background). Never downloads: weights come from `init`
-    (a local state dict, or a checkpoint of ours) or the model starts from scratch (init=scratch)."""
-    import torch
+def ssdlite_mobilenet_v2(num_classes: int, backbone_state: dict):
+    """torchvision's SSDlite320 head and extra layers on MobileNetV2 (the SSDLite of the MobileNetV2 paper):
+    C4 = the expansion layer of features[14], the first stride-32 block. (model, backbone tensors loaded)."""
+    from functools import partial
+
+    from torch import nn
+    from torchvision.models import mobilenet_v2
+    from torchvision.models.detection import _utils, ssd, ssdlite
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+
+    from hackathon.core.init_weights import load_matching
+
+    net = mobilenet_v2()  # its BatchNorm as the ImageNet file was trained with
+    loaded, _ = load_matching(net, {k: v for k, v in backbone_state.items() if k.startswith("features.")})
+    net.features[14].block = net.features[14].conv  # the extractor reads MobileNetV3's name for it
+    norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)  # torchvision's SSDlite settings
+    extractor = ssdlite.SSDLiteFeatureExtractorMobileNet(net.features, 14, norm)
+    anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    head = ssdlite.SSDLiteHead(_utils.retrieve_out_channels(extractor, (320, 320)), anchors.num_anchors_per_location(),
+                               num_classes, norm)
+    model = ssd.SSD(extractor, anchors, (320, 320), num_classes, head=head, score_thresh=0.001, nms_thresh=0.55,
+                    detections_per_img=300, topk_candidates=300, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    return model, loaded
+
+
+def build_model(name: str, num_classes: int, init: str | None = "scratch", input_size: int | None = None,
+                backbone: str | None = "scratch", records: dict | None = None):
+    """SSD with `num_classes` foreground classes (+ background), its weights from `init` (a whole detector)
+    or else `backbone` (tasks/detect/pretrained.py). `records` gets the provenance of each ({"detector": ...})."""
     from torchvision.models import detection
 
-    builder = getattr(detection, name)
-    model = builder(weights=None, weights_backbone=None, num_classes=num_classes + 1)
+    from hackathon.core.init_weights import kind_of, load_matching, record
+    from tasks.detect.pretrained import load_state
+
+    init = str(init or "scratch")
+    use_backbone = kind_of(init) == "scratch" and kind_of(backbone) != "scratch"
+    if use_backbone and name != MNV2_MODEL:
+        raise HackathonError(f"model.backbone={backbone} fits {MNV2_MODEL}, not {name}.", fix="Use model.name=auto")
+    found = {"detector": record("scratch")}
+    if name == MNV2_MODEL:
+        state, file = load_state(backbone, "model.backbone", "MobileNetV2 backbone") if use_backbone else ({}, None)
+        model, loaded = ssdlite_mobilenet_v2(num_classes + 1, state)
+        if use_backbone:
+            new = [k.rsplit(".", 1)[0] for k in model.state_dict() if not k.startswith("backbone.features.")]
+            found["backbone"] = record(backbone, file, loaded, new)
+    else:
+        model = getattr(detection, name)(weights=None, weights_backbone=None, num_classes=num_classes + 1)
     set_input_size(model, input_size)
-    if init and str(init) != "scratch":
-        path = Path(str(init)).expanduser()
-        if not path.is_file():
-            raise HackathonError(f"model.init file {path} does not exist.",
-                                 fix="Give a local .pt/.pth state dict (or a detect .ckpt), or model.init=scratch.")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("state_dict", state.get("model", state))
-        state = {k.removeprefix("model."): v for k, v in state.items()}
-        own = model.state_dict()
-        fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not fitting:
-            raise HackathonError(f"No tensor in {path} fits {name}.", fix=f"Use weights saved from a {name} model.")
-        model.load_state_dict(fitting, strict=False)
+    if kind_of(init) != "scratch":
+        state, file = load_state(init, "model.init", f"{name} detector")
+        loaded, new = load_matching(model, state)
+        if loaded < len(model.state_dict()) / 2:
+            raise HackathonError(f"Only {loaded} of the {len(model.state_dict())} tensors of {name} fit {file}.",
+                                 fix=f"Use weights of a {name}, or set model.name (and model.backbone=scratch "
+                                     "for the CPU/GPU default models) to the file's model.")
+        found["detector"] = record(init, file, loaded, new)
+    if records is not None:
+        records.update(found)
     return model
 
 
@@ -346,6 +387,7 @@ def trainer_section(cfg) -> dict:
 
 
 def train_stage(ctx) -> None:
+    from hackathon.core.init_weights import record_init
     from tasks.detect.stages import split_json
 
     t = ctx.cfg.trainer
@@ -358,7 +400,10 @@ def train_stage(ctx) -> None:
     ctx.record(model=name, train_images=len(train), val_images=len(val))
 
     def build(trainer, batch_size: int):
-        model = build_model(name, len(train.ds.classes), ctx.cfg.model.init, size)
+        inits = {}
+        model = build_model(name, len(train.ds.classes), ctx.cfg.model.init, size, ctx.cfg.model.get("backbone"), inits)
+        for part, rec in inits.items():
+            record_init(ctx, part, rec)
         return lightning_module(model, info, train, val, val_json, t, batch_size, int(ctx.cfg.seed))
 
     result = fit_resumable(ctx, build, trainer_section(ctx.cfg), int(t.batch_size), monitor=MONITOR, mode="max",

@@ -67,14 +67,16 @@ def upsample_product(hifigan_cfg) -> int:
     return product
 
 
-def check_vocoder_mels(fastpitch_mels: dict, hifigan_cfg, hifigan_what: str, fastpitch_what: str) -> None:
+def check_vocoder_mels(fastpitch_mels: dict, hifigan_cfg, hifigan_what: str, fastpitch_what: str,
+                       fix: str | None = None) -> None:
     """HiFiGAN must read exactly FastPitch's mels and upsample one frame to one hop; else it only makes noise."""
     hifigan_mels = mel_settings(hifigan_cfg)
     bad = {k: (fastpitch_mels[k], hifigan_mels[k]) for k in MEL_KEYS if fastpitch_mels[k] != hifigan_mels[k]}
     if bad:
         rate = fastpitch_mels["sample_rate"]
         raise HackathonError(f"{hifigan_what} does not match {fastpitch_what}: {bad} (fastpitch, hifigan).",
-                             fix=f"Use a HiFiGAN made for these mels: hifigan.model_config=models/hifigan_{rate}.yaml "
+                             fix=fix or "Use a HiFiGAN made for these mels: "
+                                 f"hifigan.model_config=models/hifigan_{rate}.yaml "
                                  "(the default follows data.sample_rate) with the same n_mel_channels override, or "
                                  "vocoder=griffin_lim.")
     product, hop = upsample_product(hifigan_cfg), int(hifigan_mels["n_window_stride"])
@@ -106,4 +108,35 @@ def check_sample_rates(cfg) -> dict:
     if cfg.hifigan.enabled:
         check_vocoder_mels(fastpitch, spec_model_config(cfg.hifigan),
                            f"HiFiGAN config {model_config_path(cfg.hifigan).name}", f"FastPitch config {fastpitch_path.name}")
+    check_inits(cfg, fastpitch)
     return fastpitch
+
+
+# Pretrained NGC vocoders per sample rate (NeMo 3.0's HifiGanModel.list_available_models()).
+VOCODERS = {22050: "tts_zh_hifigan_sfspeech", 44100: "tts_en_hifitts_hifigan_ft_fastpitch"}
+
+
+def check_inits(cfg, fastpitch_mels: dict) -> None:
+    """Refuse, before any work, an init that cannot be used: a missing file, a hub name neither cached nor
+    downloadable, a vocoder made for other mels (another sample rate) than our FastPitch's."""
+    if str(cfg.fastpitch.init) == str(cfg.hifigan.init) == "scratch":
+        return
+    from nemo.collections.tts.models import FastPitchModel, HifiGanModel
+    from omegaconf import OmegaConf
+
+    from hackathon.core.nemo_models import init_nemo_file, nemo_config
+
+    init_nemo_file(FastPitchModel, cfg.fastpitch.init, "FastPitch", "fastpitch.init")
+    path = init_nemo_file(HifiGanModel, cfg.hifigan.init, "HiFiGAN", "hifigan.init") if cfg.hifigan.enabled else None
+    if path is None:
+        return
+    saved_cfg = nemo_config(path)
+    pre = saved_cfg.preprocessor
+    saved = OmegaConf.create({"sample_rate": pre.sample_rate, "n_mel_channels": pre.nfilt, "n_fft": pre.n_fft,
+                              "n_window_size": pre.n_window_size, "n_window_stride": pre.n_window_stride,
+                              "lowfreq": pre.lowfreq, "highfreq": pre.highfreq, "model": saved_cfg})
+    rate, other = int(cfg.data.sample_rate), VOCODERS.get(int(cfg.data.sample_rate), "scratch")
+    check_vocoder_mels(fastpitch_mels, saved, f"hifigan.init={cfg.hifigan.init} ({pre.sample_rate} Hz, {pre.nfilt} mels)",
+                       f"this run's FastPitch mels (data.sample_rate={rate})",
+                       fix=f"Start from a vocoder made for {rate} Hz mels (hifigan.init={other}), train it from scratch "
+                           "(hifigan.init=scratch), or set fastpitch.model_overrides to the vocoder's mel settings.")

@@ -7,6 +7,8 @@ one module per stage; heavy imports (NeMo, torch, onnxruntime) happen inside the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hackathon.core.paths import data_sources
 from hackathon.core.runner import Stage
 
@@ -77,10 +79,14 @@ def _source_inputs(ctx):
 
 
 def _model_config_inputs(section: str):
+    """The model config and, when `init` is a file, that file (a new init re-runs the stage)."""
     def inputs(ctx):
+        from hackathon.core.init_weights import kind_of
         from tasks.tts.model_config import model_config_path
 
-        return [model_config_path(ctx.cfg[section])]
+        init = ctx.cfg[section].get("init")
+        files = [Path(str(init)).expanduser()] if kind_of(init) == "file" else []
+        return [model_config_path(ctx.cfg[section]), *files]
 
     return inputs
 

@@ -59,6 +59,10 @@ def test_finetune_local_nemo_with_new_character_set(tiny_run, tmp_path):
     assert init.decoder.vocabulary == report["vocabulary"]
     metrics = read_json(ctx.run_dir / "metrics.json")
     assert metrics["n_utts"] == 3 and "cer" in metrics  # one held-out speaker x 3 phrases
+    start = metrics["init"]["asr"]  # provenance: from that file, all but the re-made decoder loaded
+    assert start["kind"] == "file" and start["source"] == str(base_model.resolve()) and start["new"] == ["decoder"]
+    assert start["loaded"] == len(init.state_dict()) - len([k for k in init.state_dict() if k.startswith("decoder.")])
+    assert read_json(ctx.run_dir / "meta.json")["stages"]["model"]["init"]["asr"] == start
     assert read_json(ctx.run_dir / "meta.json")["status"] == "done"
 
 

@@ -23,11 +23,12 @@ def test_corrupted_packaged_part_is_refused_and_nothing_is_cached(tmp_path):
 
 
 def test_packaged_base_assembles_with_the_published_hash(tmp_path, monkeypatch):
-    from tasks.asr.whisper_lora.weights import STAMP_FILE, packaged_ct2_dir, sha256_of
+    from hackathon.core.fingerprint import file_sha256
+    from tasks.asr.whisper_lora.weights import STAMP_FILE, packaged_ct2_dir
 
     monkeypatch.setenv("HACKATHON_CACHE", str(tmp_path))
     ct2 = packaged_ct2_dir("base")
-    assert sha256_of(ct2 / "model.bin") == "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+    assert file_sha256(ct2 / "model.bin") == "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
     assert {p.name for p in ct2.iterdir()} >= {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt", STAMP_FILE}
     mtime = (ct2 / "model.bin").stat().st_mtime_ns
     assert packaged_ct2_dir("base") == ct2 and (ct2 / "model.bin").stat().st_mtime_ns == mtime  # cached, not redone

@@ -30,6 +30,8 @@ def test_gpu_suite_dry_run_produces_every_section(tmp_path):
     asr = sections["asr"]
     assert asr["ours_utts_per_s"] > 0 and asr["bare_utts_per_s"] > 0 and asr["ratio_ours_over_bare"] > 0
     assert sections["tts"]["fastpitch"]["seconds_per_step"] > 0 and sections["tts"]["hifigan"]["seconds_per_step"] > 0
+    fine = sections["tts"]["hifigan_finetune"]  # from an init .nemo: loaded, then fine-tuned
+    assert fine["seconds_per_step"] > 0 and fine["loaded_tensors"] > 0
     assert sections["ssd300"]["it_per_s"] > 0
     assert sections["torchrun"]["status"] == "done" and sections["torchrun"]["world_sizes"] == [1]
     assert "HOOK whisper" in (REPO / "bench" / "gpu_suite.sh").read_text()

@@ -62,7 +62,9 @@ def test_run_detect_torch_tiny_kill_9_resume_end_to_end(isolated):
     assert train["status"] == "done" and train["resumed_from"]["checkpoint"].endswith("checkpoints/ssd/last.ckpt")
     assert 1 <= train["resumed_from"]["epochs_done"] < EPOCHS and train["epochs"] == EPOCHS
     assert [a["resumed_from"]["epochs_done"] for a in train["fit_attempts"]] == [train["resumed_from"]["epochs_done"]]
-    assert train["model"] == "ssdlite320_mobilenet_v3_large" and train["batch_size"] == 8  # the OOM back-off's record
+    assert train["model"] == "ssdlite320_mobilenet_v2" and train["batch_size"] == 8  # the OOM back-off's record
+    assert train["init"]["backbone"]["kind"] == "packaged" and train["init"]["backbone"]["loaded"] == 312  # the demo's start
+    assert train["init"]["detector"]["kind"] == "scratch" and metrics_after(rd)["init"] == train["init"]
     assert sorted(p.name for p in last.parent.glob("*.ckpt"))[0].startswith("best-epoch")  # last + one best
     assert len(list(last.parent.glob("*.ckpt"))) == 2
     metrics = metrics_after(rd)
@@ -139,7 +141,7 @@ def test_unknown_backend_and_missing_source_are_clear(isolated):
 def test_local_weights_file_must_exist(tmp_path):
     from tasks.detect.ssd import build_model
 
-    with pytest.raises(HackathonError, match="does not exist"):
+    with pytest.raises(HackathonError, match="no such file"):
         build_model("ssdlite320_mobilenet_v3_large", 3, str(tmp_path / "missing.pth"))
 
 

@@ -14,12 +14,15 @@ import hackathon.core.runner as runner
 from hackathon.scoreboard import best_runs
 from tests.team.tiny_pipeline import use_tiny_pipeline, write_tiny_spec
 
+INITS = {"fastpitch": {"kind": "scratch", "source": "scratch", "loaded": 0, "new": []},
+         "hifigan": {"kind": "hub", "source": "tts_zh_hifigan_sfspeech", "loaded": 9, "new": []}}
+WEIGHTS = "fastpitch:scratch hifigan:hub tts_zh_hifigan_sfspeech"  # where each model's weights started
 RUNS = [  # (task, user, metrics written by the run's evaluate stage into metrics.json)
     ("asr", "ana", {"cer": 0.31, "wer": 0.6}),
     ("asr", "bo", {"cer": 0.12, "wer": 0.3}),  # lowest CER wins
     ("asr", "cy", {"wer": 0.1}),  # no CER: not scored
     ("tts", "ana", {"dnsmos_ovrl": 3.2, "pesq_wb": 1.9}),
-    ("tts", "bo", {"dnsmos_ovrl": 3.2, "pesq_wb": 2.4}),  # same DNSMOS, better PESQ wins the tie
+    ("tts", "bo", {"dnsmos_ovrl": 3.2, "pesq_wb": 2.4, "init": INITS}),  # same DNSMOS, better PESQ wins the tie
     ("tts", "cy", {"dnsmos_ovrl": 2.9, "pesq_wb": 3.5}),
     ("detect", "cy", {"map50": 0.55, "map": 0.3}),
     ("detect", "ana", {"map50": 0.71, "map": 0.4, "ap50_per_class": {"mask": 0.8}}),  # highest mAP@.5 wins
@@ -62,6 +65,7 @@ def test_score_on_an_80_column_terminal_is_a_line_per_task(scored_runs, hackatho
     assert "cer=0.1200" in heads[0] and "by bo," in heads[0]
     assert "dnsmos_ovrl=3.2000 pesq_wb=2.4000" in heads[1] and "map50=0.7100" in heads[2] and "by ana," in heads[2]
     assert any(line.startswith("          ") and "wer=0.3" in line for line in lines), out.stdout
+    assert f"          weights: {WEIGHTS}" in lines, out.stdout
 
 
 def test_score_command_table_json_and_html(scored_runs, tmp_path, hackathon_bin):
@@ -74,6 +78,7 @@ def test_score_command_table_json_and_html(scored_runs, tmp_path, hackathon_bin)
     assert "dnsmos_ovrl=3.2000 pesq_wb=2.4000" in rows[1] and " bo " in rows[1]
     assert "map50=0.7100" in rows[2] and " ana " in rows[2] and "map=0.4" in rows[2]
     assert "ap50_per_class" not in out.stdout  # nested metrics stay in the report
+    assert WEIGHTS in rows[1], out.stdout
 
     js = subprocess.run([hackathon_bin, "score", "--json"], env=env, capture_output=True, text=True, timeout=60)
     board = json.loads(js.stdout)

@@ -233,11 +233,12 @@ def convert_ct2_to_transformers(ct2_dir: Path, out_dir: Path) -> Path:
 
 def converted_dir(ct2_dir: Path, log=None) -> Path:
     """The cached transformers conversion of `ct2_dir` (converted on first use)."""
-    from tasks.asr.whisper_lora.weights import cache_root, sha256_of
+    from hackathon.core.fingerprint import file_sha256
+    from tasks.asr.whisper_lora.weights import cache_root
 
     ct2_dir = Path(ct2_dir)
     stamp = read_json(ct2_dir / "hackathon_stamp.json", default=None) or {}
-    digest = stamp.get("sha256") or sha256_of(ct2_dir / "model.bin")
+    digest = stamp.get("sha256") or file_sha256(ct2_dir / "model.bin")
     target = cache_root() / f"whisper-transformers-{digest[:16]}"
     done = read_json(target / STAMP_FILE, default=None)
     if done and done.get("source_sha256") == digest and done.get("converter_version") == CONVERTER_VERSION:

@@ -42,14 +42,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("HACKATHON_CACHE", Path.home() / ".cache" / "hackathon"))
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def package_data_dir(package: str, pip_names: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
