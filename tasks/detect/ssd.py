@@ -8,7 +8,9 @@
   linear warm-up + cosine decay per step; horizontal flips; the data order of every epoch comes from
   (seed, epoch) alone, and under DDP each rank takes its share of every global batch. After the training
   batches of an epoch BatchNorm statistics are recomputed (precise BN) before validation and the checkpoint.
-  Validation = val mAP@.5 (pycocotools), logged as `val_map50`: the best checkpoint is chosen by it.
+  Validation = val mAP@.5 and mAP@[.5:.95] (pycocotools), logged as `val_map50` / `val_map`; the best checkpoint
+  is chosen by `val_fitness` = 0.1 mAP@.5 + 0.9 mAP (ultralytics' fitness): mAP@.5 alone saturates at 1.0 on
+  easy data and would keep the first epoch that reached it, before its boxes were tight.
 - The engine gives the rest: checkpoints/ssd/last.ckpt + best-*.ckpt, resume after kill -9, CUDA OOM
   back-off, trainer.max_time (train_cut_by_time in metrics.json), DDP / torchrun, the progress bar and the
   Lightning CSV log (logs/ssd/attempt-N/metrics.csv, plotted in the report).
@@ -32,7 +34,7 @@ GPU_MODEL = "ssd300_vgg16"
 MODELS = (CPU_MODEL, GPU_MODEL, MNV2_MODEL)
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # what ImageNet backbones saw
 FIT_NAME = "ssd"  # checkpoints/ssd/, logs/ssd/
-MONITOR = "val_map50"
+MONITOR = "val_fitness"
 VAL_SCORE_THRESHOLD = 0.01  # detections kept for the per-epoch val mAP (low: the whole PR curve)
 # Keys of the detect `trainer:` section that this module reads itself (not lightning.pytorch.Trainer's).
 OWN_TRAINER_KEYS = ("weight_decay", "warmup_steps", "hflip", "bn_recalibration_images")
@@ -283,26 +285,24 @@ def recalibrate_batchnorm(model, data: DetectionData, device, max_images: int = 
     model.eval()
 
 
-def map50(gt_json: Path, dets: list[dict]) -> float:
-    """COCO mAP at IoU 0.5 of `dets` against the dataset.json `gt_json` (0 without detections)."""
+def val_maps(gt_json: Path, dets: list[dict]) -> tuple[float, float]:
+    """COCO (mAP@.5, mAP@[.5:.95]) of `dets` against the dataset.json `gt_json` (zeros without detections)."""
     import contextlib
     import io
 
-    import numpy as np
     from pycocotools.cocoeval import COCOeval
 
     from tasks.detect.evaluate import coco_from_dataset
 
     if not dets:
-        return 0.0
+        return 0.0, 0.0
     gt = coco_from_dataset(gt_json)
     with contextlib.redirect_stdout(io.StringIO()):
         ev = COCOeval(gt, gt.loadRes(dets), iouType="bbox")
-        ev.params.iouThrs = np.array([0.5])
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return max(0.0, float(ev.stats[0]))
+    return max(0.0, float(ev.stats[1])), max(0.0, float(ev.stats[0]))
 
 
 # ----------------------------------------------------------------------------- train
@@ -369,7 +369,8 @@ def lightning_module(model, info: dict, train: DetectionData, val: DetectionData
             self.dets += detect_batch(self.model, val, idx, self.device)
 
         def on_validation_epoch_end(self):  # every rank sees all of val: the same number, no sync needed
-            self.log(MONITOR, map50(val_json, self.dets), prog_bar=True)
+            m50, m = val_maps(val_json, self.dets)
+            self.log_dict({"val_map50": m50, "val_map": m, MONITOR: 0.1 * m50 + 0.9 * m}, prog_bar=True)
 
         def on_save_checkpoint(self, checkpoint):
             checkpoint["detector"] = info
@@ -408,8 +409,8 @@ def train_stage(ctx) -> None:
 
     result = fit_resumable(ctx, build, trainer_section(ctx.cfg), int(t.batch_size), monitor=MONITOR, mode="max",
                            name=FIT_NAME, seed=int(ctx.cfg.seed))
-    ctx.record(train_seconds=round(result.seconds, 1), best_val_map50=result.best_score, epochs=result.trainer.current_epoch)
-    ctx.write_metrics({"best_val_map50": result.best_score})
+    ctx.record(train_seconds=round(result.seconds, 1), best_val_fitness=result.best_score, epochs=result.trainer.current_epoch)
+    ctx.write_metrics({"best_val_fitness": result.best_score})
 
 
 def load_trained(checkpoints_dir: Path):

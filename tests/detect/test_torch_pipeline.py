@@ -68,7 +68,7 @@ def test_run_detect_torch_tiny_kill_9_resume_end_to_end(isolated):
     assert sorted(p.name for p in last.parent.glob("*.ckpt"))[0].startswith("best-epoch")  # last + one best
     assert len(list(last.parent.glob("*.ckpt"))) == 2
     metrics = metrics_after(rd)
-    for key in ("map", "map50", "ap50_per_class", "voc_ap50", "best_val_map50"):
+    for key in ("map", "map50", "ap50_per_class", "voc_ap50", "best_val_fitness"):
         assert key in metrics
     assert 0.0 <= metrics["map50"] <= 1.0 and set(metrics["ap50_per_class"]) == {"with_mask", "without_mask", "mask_weared_incorrect"}
     assert metrics["train_cut_by_time"] is False  # epochs, not the wall-clock safety cap, ended training
