@@ -9,6 +9,7 @@ chromium; SIGTERM leaves no process and keeps the database."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -72,6 +73,26 @@ def start_studio(env: dict, port: int, images: Path, audio: Path, log: Path) -> 
     return proc
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (our CLI stops Label Studio's own group), then SIGKILL whatever is left."""
+    pids = [proc.pid, *children(proc.pid)]
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=60)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
+def wait_gone(groups: set[int], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(group_alive(g) for g in groups):
+        time.sleep(0.2)
+    assert not any(group_alive(g) for g in groups), f"processes left in groups {groups}"
+
+
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, detect_tiny_run):
     if not server.venv_ready():
@@ -112,9 +133,7 @@ def studio(tmp_path_factory, detect_tiny_run):
                               clips=clips, asr_run=asr_run, api=Api(url, server.admin()[2]), log=base / "studio.log",
                               start_s=time.monotonic() - started, annotated={})
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
         os.environ.pop("HACKATHON_LABEL_STUDIO_DIR", None)
 
 
@@ -265,12 +284,13 @@ def test_labelling_page_shows_prelabelled_boxes_and_the_three_classes(studio, tm
         page.screenshot(path=str(shot))
         classes = page.locator(".lsf-label__text").all_inner_texts()
         titles = sorted(page.locator(".lsf-outliner-item__title").all_inner_texts())
+        n_regions = regions.count()
         image_src = page.locator("img[src*='local-files']").first.get_attribute("src")
         browser.close()
     SHOTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(shot, SHOTS / "label-studio-page.png")
     assert classes == CLASSES
-    assert regions.count() == len(predicted) and titles == predicted
+    assert n_regions == len(predicted) and titles == predicted
     assert local_url(studio.images / Path(task["data"]["image"]).name).split("?d=")[1] in image_src
 
 
@@ -281,13 +301,27 @@ def test_loopback_only_and_sigterm_stops_every_process_keeping_the_database(stud
     assert len(groups) == 2  # ours and Label Studio's own
     studio.proc.send_signal(signal.SIGTERM)
     assert studio.proc.wait(timeout=60) == 0, studio.log.read_text()[-2000:]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(group_alive(g) for g in groups):
-        time.sleep(0.2)
-    assert not any(group_alive(g) for g in groups), f"processes left in groups {groups}"
+    wait_gone(groups)
     assert not listening_addresses(studio.port)
     database = studio.base / "studio" / "data" / "label_studio.sqlite3"
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
         assert db.execute("select count(*) from task_completion").fetchone()[0] == 13  # 8 boxes + 5 transcripts
         assert db.execute("select count(*) from project").fetchone()[0] == 2
     assert "SIGTERM: stopping Label Studio" in studio.log.read_text()
+
+
+def test_restart_finds_projects_and_annotations_and_kill_9_leaves_no_label_studio(studio):
+    port = free_ports(1)[0]
+    proc = start_studio(studio.env, port, studio.images, studio.audio, studio.base / "restart.log")
+    try:
+        api = Api(f"http://127.0.0.1:{port}", server.admin()[2])
+        assert ensure_projects(api) == studio.ids
+        assert sum(len(t["annotations"]) for t in project_tasks(api, studio.ids["detection"])) == 8
+        assert "detection: 0 new tasks" in (studio.base / "restart.log").read_text()
+        groups = {os.getpgid(p) for p in [proc.pid, *children(proc.pid)] if alive(p)}
+        assert len(groups) == 2
+        proc.kill()  # kill -9 of `hackathon label studio`: no clean-up of ours runs; the kernel tells Label Studio
+        proc.wait()
+        wait_gone(groups, timeout=40)
+    finally:
+        stop(proc)
