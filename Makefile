@@ -16,10 +16,12 @@ demo: setup
 
 # The test suite. First the layer contracts (import-linter) and declared = imported (deptry), both configured
 # in pyproject.toml. The docker engine is started where root/sudo allows; with CI=true the docker-engine
-# tests must run (no engine = failure), elsewhere they are skipped and counted in one line.
+# tests must run (no engine = failure), elsewhere they are skipped and counted in one line. Label Studio's own
+# venv (tests/label's live server) is made first, once (pip, ~4 min; a version stamp skips it after).
 test: setup
 	.venv/bin/lint-imports --no-cache
 	.venv/bin/deptry .
+	.venv/bin/hackathon label studio --setup
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/ensure_dockerd.sh; \
 	else bash scripts/ensure_dockerd.sh || echo "make test: no docker engine; its tests will be skipped"; fi
 	.venv/bin/python -m pytest -q -ra

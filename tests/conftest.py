@@ -49,3 +49,11 @@ def pytest_terminal_summary(terminalreporter):
 def hackathon_bin() -> str:
     exe = Path(os.sys.executable).parent / "hackathon"
     return str(exe) if exe.exists() else shutil.which("hackathon")
+
+
+@pytest.fixture(scope="session")
+def detect_tiny_run(tmp_path_factory) -> Path:
+    """The serving tests' small trained detector (tests/serve/conftest.py), shared with the Label Studio tests."""
+    from tests.serve.conftest import train_tiny
+
+    return train_tiny("detect", tmp_path_factory.mktemp("detect_tiny"))

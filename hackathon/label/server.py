@@ -8,7 +8,8 @@ first use from studio-constraints.txt (its `pip freeze`), and we talk to it over
 The server: `label-studio start` on 127.0.0.1 (--host to change), its database and media under
 <data>/label-studio (HACKATHON_LABEL_STUDIO_DIR), local files served from where they are
 (LOCAL_FILES_DOCUMENT_ROOT=/; Label Studio serves a file only inside a project's local storage folder to a
-user of that project). Started in its own process group, stopped as a group on exit/SIGTERM. The admin's
+user of that project). Started in its own process group, stopped as a group on exit/SIGTERM (and sent SIGTERM
+by the kernel should we die by kill -9). The admin's
 password and API token are made once into chmod-600 files there and passed through the environment,
 never argv; nothing of ours deletes its database.
 """
@@ -16,6 +17,7 @@ never argv; nothing of ours deletes its database.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import secrets
@@ -118,6 +120,12 @@ def _port_taken(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when our process dies, even by kill -9 (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 class Server:
     """One Label Studio process group; `url` is where its API answers."""
 
@@ -144,7 +152,7 @@ class Server:
         echo(f"starting Label Studio {LS_VERSION} on {self.url} (log: {self.log_path})")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _healthy(self.url):
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -5,6 +5,7 @@ a private runs root and demo-data cache). Training is slow: run these tests unde
 `flock /tmp/hackathon-cpu.lock pytest tests/serve` (the fixture does not take it itself: that would
 deadlock under the lock). HACKATHON_SERVE_TEST_RUNS="asr=DIR,tts=DIR,detect=DIR" uses existing finished
 run dirs instead (e.g. `hackathon run all` output) to iterate quickly; nothing in them is modified.
+The detect run is tests/conftest.py's `detect_tiny_run` (trained here; the Label Studio tests share it).
 
 `triton_server`: `hackathon serve` on those runs as a subprocess on free loopback ports, ready; stopped
 with SIGTERM at the end (the teardown asserts a clean exit and no stray tritonserver).
@@ -70,25 +71,29 @@ def tts_corpus(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def serve_runs(tmp_path_factory) -> dict[str, Path]:
+def given_runs() -> dict[str, Path]:
     given = os.environ.get("HACKATHON_SERVE_TEST_RUNS")
-    if given:
-        runs = dict(item.split("=", 1) for item in given.split(","))
-        return {task: Path(runs[task]) for task in ("asr", "tts", "detect")}
-    base = tmp_path_factory.mktemp("serve_runs")
-    runs = {}
+    return {task: Path(d) for task, d in (item.split("=", 1) for item in given.split(","))} if given else {}
+
+
+def train_tiny(task: str, base: Path) -> Path:
+    """`hackathon run TASK` with the shrunk settings into base/runs/TASK/tiny (or the given run)."""
+    if task in given_runs():
+        return given_runs()[task]
     extra = {"asr": [], "detect": [], "tts": [f"data.source={tts_corpus(base / 'tts_corpus')}"]}
-    for task in ("asr", "detect", "tts"):
-        run_dir = base / "runs" / task / "tiny"
-        log = base / f"{task}.log"
-        with open(log, "w") as fh:
-            proc = subprocess.run([hackathon_exe(), "run", task, "--run-dir", str(run_dir), *OVERRIDES[task],
-                                   *extra[task]],
-                                  env=_env(base), stdout=fh, stderr=subprocess.STDOUT, timeout=1500)
-        assert proc.returncode == 0, f"hackathon run {task} failed:\n{log.read_text()[-4000:]}"
-        runs[task] = run_dir
-    return runs
+    run_dir = base / "runs" / task / "tiny"
+    log = base / f"{task}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.run([hackathon_exe(), "run", task, "--run-dir", str(run_dir), *OVERRIDES[task], *extra[task]],
+                              env=_env(base), stdout=fh, stderr=subprocess.STDOUT, timeout=1500)
+    assert proc.returncode == 0, f"hackathon run {task} failed:\n{log.read_text()[-4000:]}"
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def serve_runs(tmp_path_factory, detect_tiny_run) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("serve_runs")
+    return {"asr": train_tiny("asr", base), "detect": detect_tiny_run, "tts": train_tiny("tts", base)}
 
 
 def free_ports(n: int = 3) -> list[int]:
