@@ -90,7 +90,8 @@ def _batchable(inputs: list[TensorSig], outputs: list[TensorSig]) -> bool:
     return len(names) == 1 and "" not in names
 
 
-def network_config(name: str, inputs, outputs, platform: str, max_batch_size: int, queue_delay_us: int):
+def network_config(name: str, inputs, outputs, platform: str, max_batch_size: int, queue_delay_us: int,
+                   instances: int = 1):
     from tritonclient.grpc import model_config_pb2 as mc
 
     batch = max_batch_size if _batchable(inputs, outputs) else 0
@@ -101,11 +102,11 @@ def network_config(name: str, inputs, outputs, platform: str, max_batch_size: in
             field.add(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=dims or [1])
     if batch:
         config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=instances)
     return config
 
 
-def python_config(name: str, max_batch_size: int, queue_delay_us: int):
+def python_config(name: str, max_batch_size: int, queue_delay_us: int, instances: int = 1):
     """The stable interface (hackathon/serve/server.py tensor_interface) as a Python-backend config."""
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -119,7 +120,7 @@ def python_config(name: str, max_batch_size: int, queue_delay_us: int):
                       dims=list(dims))
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
     # Pre/post-processing is CPU work; the networks it calls run on the GPU instances above.
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
     return config
 
 
@@ -233,6 +234,7 @@ def _write_into(out: Path, run_dirs: dict[str, Path], cfg) -> dict:
     from omegaconf import OmegaConf
 
     max_batch, delay = int(cfg.server.max_batch_size), int(cfg.server.max_queue_delay_us)
+    instances = {m: int(n) for m, n in cfg.deploy.instances.items()}
     summary = {"models": {}}
     network_files: dict[str, dict[str, Path]] = {"asr": {}, "tts": {}, "detect": {}}
     bls: dict[str, dict] = {"asr": {}, "tts": {}, "detect": {}}
@@ -250,7 +252,8 @@ def _write_into(out: Path, run_dirs: dict[str, Path], cfg) -> dict:
         version_dir = out / model / "1"
         version_dir.mkdir(parents=True)
         shutil.copy2(source, version_dir / filename)
-        write_config(out / model, network_config(model, inputs, outputs, platform, max_batch, delay))
+        write_config(out / model, network_config(model, inputs, outputs, platform, max_batch, delay,
+                                                     instances[model]))
         network_files[task][onnx_name] = version_dir / filename
         bls[task][onnx_name] = {"model": model, "inputs": [t.name for t in inputs], "outputs": [t.name for t in outputs]}
         summary["models"][model] = platform
@@ -261,13 +264,13 @@ def _write_into(out: Path, run_dirs: dict[str, Path], cfg) -> dict:
         version_dir.mkdir(parents=True)
         settings = {"model": model, "limits": limits}
         if model == "gate":
-            settings["gate"] = gate
+            settings.update(gate=gate, concurrent_bls=bool(cfg.deploy.concurrent_bls))
         else:
             _link_run(run_dirs[model], version_dir / "run", network_files[model])
             settings["bls"] = bls[model]
         (version_dir / "model.py").write_text(PYTHON_MODEL_PY.format(code=CONTAINER_CODE))
         (version_dir / "hackathon_model.json").write_text(json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
-        write_config(out / model, python_config(model, max_batch, delay))
+        write_config(out / model, python_config(model, max_batch, delay, instances[model]))
         summary["models"][model] = "python"
     (out / "requirements.txt").write_text("\n".join(_package_pins()) + "\n")
     image = str(cfg.deploy.image)
