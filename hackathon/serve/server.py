@@ -288,7 +288,8 @@ def serve(asr: Path | None = None, tts: Path | None = None, detect: Path | None 
             triton.bind(model_name=name, infer_func=models.callable_for(name), inputs=inputs, outputs=outputs,
                         config=ModelConfig(max_batch_size=int(cfg.server.max_batch_size),
                                            batcher=DynamicBatcher(
-                                               max_queue_delay_microseconds=int(cfg.server.max_queue_delay_us))),
+                                               max_queue_delay_microseconds=int(cfg.server.max_queue_delay_us),
+                                               preferred_batch_size=list(cfg.server.preferred_batch_sizes) or None)),
                         strict=True)
         try:
             triton.run()

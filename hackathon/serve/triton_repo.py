@@ -106,7 +106,7 @@ def network_config(name: str, inputs, outputs, platform: str, max_batch_size: in
     return config
 
 
-def python_config(name: str, max_batch_size: int, queue_delay_us: int, instances: int = 1):
+def python_config(name: str, max_batch_size: int, queue_delay_us: int, instances: int = 1, preferred=()):
     """The stable interface (hackathon/serve/server.py tensor_interface) as a Python-backend config."""
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -119,6 +119,7 @@ def python_config(name: str, max_batch_size: int, queue_delay_us: int, instances
             field.add(name=tname, data_type=mc.DataType.Value("TYPE_STRING" if dtype == "BYTES" else f"TYPE_{dtype}"),
                       dims=list(dims))
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
+    config.dynamic_batching.preferred_batch_size.extend(preferred)
     # Pre/post-processing is CPU work; the networks it calls run on the GPU instances above.
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
     return config
@@ -270,7 +271,8 @@ def _write_into(out: Path, run_dirs: dict[str, Path], cfg) -> dict:
             settings["bls"] = bls[model]
         (version_dir / "model.py").write_text(PYTHON_MODEL_PY.format(code=CONTAINER_CODE))
         (version_dir / "hackathon_model.json").write_text(json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
-        write_config(out / model, python_config(model, max_batch, delay, instances[model]))
+        write_config(out / model, python_config(model, max_batch, delay, instances[model],
+                                                preferred=list(cfg.server.preferred_batch_sizes)))
         summary["models"][model] = "python"
     (out / "requirements.txt").write_text("\n".join(_package_pins()) + "\n")
     image = str(cfg.deploy.image)
