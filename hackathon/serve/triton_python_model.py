@@ -65,6 +65,7 @@ class BlsSession:
 
     def __init__(self, spec: dict):
         self.model, self._inputs, self._outputs = spec["model"], spec["inputs"], spec["outputs"]
+        self._per_row = set(spec.get("per_row", ()))  # [B] tensors, [B, 1] on Triton's side (reshape: [])
 
     def get_inputs(self):
         return [_Arg(n) for n in self._inputs]
@@ -74,8 +75,8 @@ class BlsSession:
 
     def run(self, output_names, feed: dict):
         names = list(output_names or self._outputs)
-        result = bls(self.model, feed, names)
-        return [result[n] for n in names]
+        result = bls(self.model, {k: v.reshape(-1, 1) if k in self._per_row else v for k, v in feed.items()}, names)
+        return [result[n].reshape(-1) if n in self._per_row else result[n] for n in names]
 
 
 class TritonPythonModel:

@@ -99,7 +99,9 @@ def network_config(name: str, inputs, outputs, platform: str, max_batch_size: in
     for tensors, field in ((inputs, config.input), (outputs, config.output)):
         for t in tensors:
             dims = t.dims[1:] if batch else t.dims
-            field.add(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=dims or [1])
+            tensor = field.add(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=dims or [1])
+            if batch and not dims:  # one value per row ([B], e.g. ASR `length`): clients send [B, 1]
+                tensor.reshape.SetInParent()
     if batch:
         config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=instances)
@@ -256,7 +258,8 @@ def _write_into(out: Path, run_dirs: dict[str, Path], cfg) -> dict:
         write_config(out / model, network_config(model, inputs, outputs, platform, max_batch, delay,
                                                      instances[model]))
         network_files[task][onnx_name] = version_dir / filename
-        bls[task][onnx_name] = {"model": model, "inputs": [t.name for t in inputs], "outputs": [t.name for t in outputs]}
+        bls[task][onnx_name] = {"model": model, "inputs": [t.name for t in inputs], "outputs": [t.name for t in outputs],
+                                "per_row": [t.name for t in inputs + outputs if len(t.dims) == 1 and _batchable(inputs, outputs)]}
         summary["models"][model] = platform
     limits = OmegaConf.to_container(cfg.limits, resolve=True)
     gate = OmegaConf.to_container(cfg.gate, resolve=True)

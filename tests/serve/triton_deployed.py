@@ -38,13 +38,15 @@ class TritonPythonModel:
         options.intra_op_num_threads = {threads}
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.inputs = {{i.name: len(i.shape) for i in self.session.get_inputs()}}  # name -> rank
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def execute(self, requests):
         responses = []
         for request in requests:  # the pre/post models send a whole batch as one request: one ORT call each
             feed = {{n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.inputs}}
+            # a [B] input is [B, 1] on Triton's side (config reshape: []), whether or not the core reshaped it
+            feed = {{n: v.reshape(-1) if self.inputs[n] == 1 else v for n, v in feed.items()}}
             wanted = set(request.requested_output_names()) or set(self.outputs)
             values = self.session.run(None, feed)
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor(n, np.ascontiguousarray(v))
