@@ -177,12 +177,12 @@ class TritonPythonModel:
         missing = list(dict.fromkeys(d.reply_text for d in decisions if self.replies.get((d.reply_text, "tts")) is None))
         spoken = await self._calls([("tts", {"text": np.array([[t.encode()]], dtype=object)}, ["audio", "sample_rate"])
                                     for t in missing])
-        for text, result in zip(missing, spoken):
-            self.replies.put((text, "tts"), (result["audio"].reshape(-1).astype(np.float32),
-                                             result["sample_rate"].reshape(-1)[:1].astype(np.int32)))
+        fresh = {text: self.replies.put((text, "tts"), (result["audio"].reshape(-1).astype(np.float32),
+                                                        result["sample_rate"].reshape(-1)[:1].astype(np.int32)))
+                 for text, result in zip(missing, spoken)}
         out = []
         for d in decisions:
-            audio, rate = self.replies.get((d.reply_text, "tts")) or spoken[missing.index(d.reply_text)]
+            audio, rate = fresh.get(d.reply_text) or self.replies.get((d.reply_text, "tts"))
             out.append({"transcript": np.array([d.transcript.encode()], dtype=object),
                         "phrase_ok": np.array([d.phrase_ok]), "mask": np.array([d.mask.encode()], dtype=object),
                         "admit": np.array([d.admit]), "reply_text": np.array([d.reply_text.encode()], dtype=object),
