@@ -181,7 +181,8 @@ def in_process_nemo(asr_run: Path, paths: list[str], clips, seconds: float) -> d
     return {"clips": done, "seconds": round(wall, 1), "clips_per_s": round(done / wall, 2)}
 
 
-def deployed_gate(run_dirs: dict, clips, image, expected, clients_list, seconds, max_requests) -> list[dict]:
+def deployed_gate(run_dirs: dict, clips, image, expected, clients_list, seconds, max_requests,
+                  modes=("serial", "async")) -> list[dict]:
     """The deployed repository (`deploy triton-repo`) on the bundled tritonserver (networks through the tests'
     onnxruntime stand-in, tests/serve/triton_deployed.py): gate latency with serial vs async BLS, reply cache
     off so every request does asr + detect + tts."""
@@ -192,7 +193,7 @@ def deployed_gate(run_dirs: dict, clips, image, expected, clients_list, seconds,
     from tests.serve.triton_deployed import prepare_for_bundled_server, start_deployed
 
     out = []
-    for concurrent in (False, True):
+    for concurrent in (mode == "async" for mode in modes):
         work = Path(tempfile.mkdtemp(prefix="serve_load_repo_"))
         cfg = load_serve_config(None, [f"deploy.concurrent_bls={str(concurrent).lower()}", "gate.reply_cache=0"])
         write_repository(work / "repo", run_dirs, cfg)
@@ -223,7 +224,9 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], help="serve spec override key=value (repeatable)")
     parser.add_argument("--deployed", action="store_true",
                         help="also: the deployed repository's gate, serial vs async BLS (bundled tritonserver)")
+    parser.add_argument("--deployed-bls", default="serial,async", help="BLS modes --deployed measures")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process NeMo baseline")
+    parser.add_argument("--no-serve", action="store_true", help="skip `hackathon serve` (with --deployed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -235,11 +238,11 @@ def main() -> int:
     expected = expected_decisions(gate_texts)
     image = mask_png()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_{os.getpid()}.log"
-    proc, url = start_server(run_dirs, log, args.set)
     results = {"run_dirs": {k: str(v) for k, v in run_dirs.items()}, "serve_overrides": args.set, "clips": len(clips),
                "clip_seconds_mean": round(float(np.mean([len(c) / 16000 for c in clips])), 2), "load": []}
+    proc, url = start_server(run_dirs, log, args.set) if not args.no_serve else (None, None)
     try:
-        for model in args.models.split(","):
+        for model in args.models.split(",") if proc else []:
             # one untimed request per model first: the first call pays lazy initialisation
             import tritonclient.http as httpclient
 
@@ -251,12 +254,13 @@ def main() -> int:
                 print(json.dumps(r, ensure_ascii=False), flush=True)
                 results["load"].append(r)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        if proc:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
     if args.deployed:
         results["deployed_gate"] = deployed_gate(run_dirs, gate_clips, image, expected,
                                                  [int(c) for c in args.gate_clients.split(",")], args.seconds,
-                                                 args.max_requests)
+                                                 args.max_requests, args.deployed_bls.split(","))
     if not args.no_in_process:
         results["in_process_nemo"] = in_process_nemo(run_dirs["asr"], paths, clips, args.seconds)
         print(json.dumps(results["in_process_nemo"]), flush=True)
