@@ -118,8 +118,12 @@ def python_config(name: str, max_batch_size: int, queue_delay_us: int, instances
     inputs, outputs = INTERFACE[name]
     for tensors, field in ((inputs, config.input), (outputs, config.output)):
         for tname, dtype, dims in tensors:
-            field.add(name=tname, data_type=mc.DataType.Value("TYPE_STRING" if dtype == "BYTES" else f"TYPE_{dtype}"),
-                      dims=list(dims))
+            tensor = field.add(name=tname, dims=list(dims),
+                               data_type=mc.DataType.Value("TYPE_STRING" if dtype == "BYTES" else f"TYPE_{dtype}"))
+            if field is config.input and -1 in dims:
+                # clips and images of different sizes join one batch (Triton only batches equal shapes otherwise);
+                # the Python model reads each request on its own and pads (measured: 8 clips = 8 calls without)
+                tensor.allow_ragged_batch = True
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
     config.dynamic_batching.preferred_batch_size.extend(preferred)
     # Pre/post-processing is CPU work; the networks it calls run on the GPU instances above.
