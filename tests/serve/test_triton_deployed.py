@@ -169,8 +169,8 @@ def test_a_bad_request_in_the_batch_gets_its_own_400_and_the_others_their_answer
 
 
 def test_the_gate_sends_asr_and_detect_together_and_speaks_each_reply_once(deployed, clips):
-    """8 gate requests in one batch: one asr and one detect batch of 8 (async BLS puts all 16 calls in flight
-    before waiting on any), then tts once per reply text not cached before."""
+    """8 gate requests in one batch: async BLS puts all 8 asr and 8 detect calls in flight before waiting on any
+    (so asr batches them), then tts once per reply text not cached before."""
     image = png_bytes(mask_image("with_mask")[0])
     name = np.array(["李娜".encode()], dtype=object)  # a name no other test uses: its greeting is not cached yet
     rows = [{"audio": clips[0][0], "image": image, "name": name} for _ in range(8)]
@@ -181,7 +181,8 @@ def test_the_gate_sends_asr_and_detect_together_and_speaks_each_reply_once(deplo
         "您好，李娜，欢迎回家，二维码有效请您通过。"
     delta = {m: (stats(deployed, m)[0] - before[m][0], stats(deployed, m)[1] - before[m][1]) for m in models}
     assert delta["gate"] == (1, 8)
-    assert delta["asr"] == (1, 8) and delta["detect"][1] == 8  # asr's 8 BLS requests batched together
+    # all 16 BLS calls in flight at once: asr batches them (serial BLS would be 8 executes of 1; measured 1-2)
+    assert delta["asr"][0] <= 2 and delta["asr"][1] == 8 and delta["detect"][1] == 8
     assert delta["tts"] == (1, 1)  # one reply text, synthesised once
     again = send_together(deployed, "gate", rows[:2])
     assert stats(deployed, "tts")[1] == before["tts"][1] + 1  # cached: no more synthesis
