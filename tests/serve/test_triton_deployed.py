@@ -48,12 +48,19 @@ def deployed(serve_runs, tmp_path_factory):
     assert not [p for p in [server.proc.pid, *stubs] if alive(p)], "tritonserver or a stub outlived SIGTERM"
 
 
-def stats(server, model: str) -> tuple[int, int]:
-    """(execution_count, inference_count) of `model`: Triton's own counters of calls and of requests' rows."""
+def stats(server, model: str, at_least: int = 0) -> tuple[int, int]:
+    """(execution_count, inference_count) of `model`: Triton's own counters of calls and of requests' rows.
+    Triton updates them after the responses go out: wait (10 s at most) until `at_least` rows are counted."""
+    import time
+
     import tritonclient.http as httpclient
 
-    s = httpclient.InferenceServerClient(server.http).get_inference_statistics(model)["model_stats"][0]
-    return int(s["execution_count"]), int(s["inference_count"])
+    deadline = time.monotonic() + 10
+    while True:
+        s = httpclient.InferenceServerClient(server.http).get_inference_statistics(model)["model_stats"][0]
+        if int(s["inference_count"]) >= at_least or time.monotonic() > deadline:
+            return int(s["execution_count"]), int(s["inference_count"])
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +163,7 @@ def test_a_batch_of_8_requests_is_one_python_call_and_one_network_call(deployed,
     before = {m: stats(deployed, m) for m in ("asr", "asr_encoder")}
     answers = send_together(deployed, "asr", rows)
     assert [text_of(a["text"]) for a in answers] == [clips[i % len(clips)][1] for i in range(8)]
-    after = {m: stats(deployed, m) for m in ("asr", "asr_encoder")}
+    after = {m: stats(deployed, m, before[m][1] + 8) for m in ("asr", "asr_encoder")}
     assert (after["asr"][0] - before["asr"][0], after["asr"][1] - before["asr"][1]) == (1, 8)
     assert (after["asr_encoder"][0] - before["asr_encoder"][0], after["asr_encoder"][1] - before["asr_encoder"][1]) \
         == (1, 8)
@@ -185,7 +192,9 @@ def test_the_gate_sends_asr_and_detect_together_and_speaks_each_reply_once(deplo
     answers = send_together(deployed, "gate", rows)
     assert all(bool(a["admit"][0]) for a in answers) and text_of(answers[0]["reply_text"]) == \
         "您好，李娜，欢迎回家，二维码有效请您通过。"
-    delta = {m: (stats(deployed, m)[0] - before[m][0], stats(deployed, m)[1] - before[m][1]) for m in models}
+    rows_seen = {"gate": 8, "asr": 8, "detect": 8, "tts": 1}
+    after = {m: stats(deployed, m, before[m][1] + rows_seen[m]) for m in models}
+    delta = {m: (after[m][0] - before[m][0], after[m][1] - before[m][1]) for m in models}
     assert delta["gate"] == (1, 8)
     # all 16 BLS calls in flight at once: asr batches them (serial BLS would be 8 executes of 1; measured 1-2)
     assert delta["asr"][0] <= 2 and delta["asr"][1] == 8 and delta["detect"][1] == 8
