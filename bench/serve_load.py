@@ -8,9 +8,13 @@
 3. Stops the server, then times in-process NeMo `transcribe()` (the run's exported .nemo) of the SAME clips
    one at a time for --seconds; the ratio served-ASR clips/s (best client count) / in-process clips/s is the
    dynamic-batching gain (goal >= 1.5x). Both sides share this machine's cores; nothing else is timed.
+   Gate: --gate-clients (1, 8, 32), clips the ASR run transcribed right, so each answer's decision is known:
+   `wrong_decisions` counts answers (cached replies included) that differ from it (must be 0).
+4. --deployed: the `deploy triton-repo` repository on the bundled tritonserver, gate with serial vs async BLS.
 
-    flock /tmp/hackathon-cpu.lock .venv/bin/python bench/serve_load.py [--asr RUN --tts RUN --detect RUN]
-        [--seconds 60] [--clients 8,32] [--models asr,gate] [--json out.json]
+    flock /tmp/cpu.lock .venv/bin/python bench/serve_load.py [--asr RUN --tts RUN --detect RUN]
+        [--seconds 60] [--clients 8,32] [--gate-clients 1,8,32] [--models asr,gate] [--set server.K=V]
+        [--deployed] [--no-in-process] [--json out.json]
 """
 
 from __future__ import annotations
@@ -46,12 +50,12 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def start_server(run_dirs: dict, log: Path):
+def start_server(run_dirs: dict, log: Path, overrides=()):
     from hackathon.serve.server import wait_ready
 
     http, grpc, metrics = free_ports(3)
     cmd = [str(Path(sys.executable).parent / "hackathon"), "serve", "--host", "127.0.0.1",
-           "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+           "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *overrides]
     for task, run_dir in run_dirs.items():
         if run_dir:
             cmd += [f"--{task}", str(run_dir)]
@@ -65,10 +69,13 @@ def start_server(run_dirs: dict, log: Path):
     return proc, f"127.0.0.1:{http}"
 
 
-def test_clips(asr_run: Path, limit: int) -> tuple[list[np.ndarray], list[str], list[str]]:
+def test_clips(asr_run: Path, limit: int, said_right: bool = False) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """The run's held-out clips; `said_right`: only those its evaluation transcribed exactly (the gate's
+    expected decision is then known)."""
     from data_tools.audio import read_audio
 
-    rows = [json.loads(x) for x in (asr_run / "predictions.jsonl").read_text().splitlines()][:limit]
+    rows = [json.loads(x) for x in (asr_run / "predictions.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["pred_text"] == r["text"] or not said_right][:limit]
     clips = [read_audio(r["audio_filepath"])[0].astype(np.float32) for r in rows]
     return clips, [r["text"] for r in rows], [r["audio_filepath"] for r in rows]
 
@@ -100,10 +107,22 @@ def request_inputs(model: str, clip: np.ndarray, image: np.ndarray):
     return inputs
 
 
-def load_test(url: str, model: str, clients: int, seconds: float, max_requests: int, clips, image) -> dict:
+def expected_decisions(texts: list[str]) -> list[tuple]:
+    """(admit, reply_text) the gate owes each clip said right, with the with_mask image and the name 王芳."""
+    from omegaconf import OmegaConf
+
+    from hackathon.serve.gate import decide
+    from hackathon.serve.server import load_serve_config
+
+    gate = OmegaConf.to_container(load_serve_config(None).gate, resolve=True)
+    return [(d.admit, d.reply_text) for d in (decide(t, [1.0], ["with_mask"], "王芳", gate) for t in texts)]
+
+
+def load_test(url: str, model: str, clients: int, seconds: float, max_requests: int, clips, image,
+              expected=None) -> dict:
     import tritonclient.http as httpclient
 
-    latencies, errors, lock = [], [], threading.Lock()
+    latencies, errors, wrong, lock = [], [], [], threading.Lock()
     deadline = time.monotonic() + seconds
     sent = [0]
 
@@ -115,13 +134,19 @@ def load_test(url: str, model: str, clients: int, seconds: float, max_requests: 
                 if sent[0] >= max_requests:
                     return
                 sent[0] += 1
-            inputs = request_inputs(model, clips[i % len(clips)], image)
+            k_clip = i % len(clips)
+            inputs = request_inputs(model, clips[k_clip], image)
             i += clients
             t0 = time.perf_counter()
             try:
-                c.infer(model, inputs)
+                result = c.infer(model, inputs)
                 with lock:
                     latencies.append(time.perf_counter() - t0)
+                if expected is not None:  # a cached reply must never be another request's
+                    got = (bool(result.as_numpy("admit")[0][0]), result.as_numpy("reply_text")[0][0].decode())
+                    if got != expected[k_clip] or result.as_numpy("reply_audio").size == 0:
+                        with lock:
+                            wrong.append((k_clip, got))
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 with lock:
                     errors.append(str(exc)[:200])
@@ -137,7 +162,8 @@ def load_test(url: str, model: str, clients: int, seconds: float, max_requests: 
     return {"model": model, "clients": clients, "seconds": round(wall, 1), "requests": len(latencies),
             "throughput_rps": round(len(latencies) / wall, 2), "p50_ms": round(float(np.percentile(ms, 50)), 1),
             "p95_ms": round(float(np.percentile(ms, 95)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
-            "errors": len(errors), "first_error": errors[0] if errors else None}
+            "errors": len(errors), "first_error": errors[0] if errors else None,
+            **({"wrong_decisions": len(wrong)} if expected is not None else {})}
 
 
 def in_process_nemo(asr_run: Path, paths: list[str], clips, seconds: float) -> dict:
@@ -155,15 +181,52 @@ def in_process_nemo(asr_run: Path, paths: list[str], clips, seconds: float) -> d
     return {"clips": done, "seconds": round(wall, 1), "clips_per_s": round(done / wall, 2)}
 
 
+def deployed_gate(run_dirs: dict, clips, image, expected, clients_list, seconds, max_requests,
+                  modes=("serial", "async")) -> list[dict]:
+    """The deployed repository (`deploy triton-repo`) on the bundled tritonserver (networks through the tests'
+    onnxruntime stand-in, tests/serve/triton_deployed.py): gate latency with serial vs async BLS, reply cache
+    off so every request does asr + detect + tts."""
+    import tempfile
+
+    from hackathon.serve.server import load_serve_config
+    from hackathon.serve.triton_repo import write_repository
+    from tests.serve.triton_deployed import prepare_for_bundled_server, start_deployed
+
+    out = []
+    for concurrent in (mode == "async" for mode in modes):
+        work = Path(tempfile.mkdtemp(prefix="serve_load_repo_"))
+        cfg = load_serve_config(None, [f"deploy.concurrent_bls={str(concurrent).lower()}", "gate.reply_cache=0"])
+        write_repository(work / "repo", run_dirs, cfg)
+        prepare_for_bundled_server(work / "repo")
+        server = start_deployed(work / "repo", work, free_ports(2))
+        try:
+            load_test(server.http, "gate", 1, 5, 3, clips, image)  # warm-up
+            for clients in clients_list:
+                r = load_test(server.http, "gate", clients, seconds, max_requests, clips, image, expected)
+                r.update(server="deployed repository", bls="async" if concurrent else "serial", reply_cache=0)
+                print(json.dumps(r, ensure_ascii=False), flush=True)
+                out.append(r)
+        finally:
+            server.stop()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for task in ("asr", "tts", "detect"):
         parser.add_argument(f"--{task}", type=Path, default=None, help=f"{task} run dir (default: scoreboard best)")
     parser.add_argument("--seconds", type=float, default=60.0, help="duration of each load test")
-    parser.add_argument("--clients", default="8,32", help="concurrent client counts")
+    parser.add_argument("--clients", default="8,32", help="concurrent client counts (asr)")
+    parser.add_argument("--gate-clients", default="1,8,32", help="concurrent client counts (gate)")
     parser.add_argument("--models", default="asr,gate", help="models to load")
     parser.add_argument("--max-requests", type=int, default=20000, help="bound on requests per load test")
     parser.add_argument("--clips", type=int, default=54, help="held-out clips used (round-robin)")
+    parser.add_argument("--set", action="append", default=[], help="serve spec override key=value (repeatable)")
+    parser.add_argument("--deployed", action="store_true",
+                        help="also: the deployed repository's gate, serial vs async BLS (bundled tritonserver)")
+    parser.add_argument("--deployed-bls", default="serial,async", help="BLS modes --deployed measures")
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process NeMo baseline")
+    parser.add_argument("--no-serve", action="store_true", help="skip `hackathon serve` (with --deployed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -171,33 +234,45 @@ def main() -> int:
 
     run_dirs = resolve_run_dirs(args.asr, args.tts, args.detect)
     clips, texts, paths = test_clips(run_dirs["asr"], args.clips)
+    gate_clips, gate_texts, _ = test_clips(run_dirs["asr"], args.clips, said_right=True)
+    expected = expected_decisions(gate_texts)
     image = mask_png()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"serve_load_{os.getpid()}.log"
-    proc, url = start_server(run_dirs, log)
-    results = {"run_dirs": {k: str(v) for k, v in run_dirs.items()}, "clips": len(clips),
+    results = {"run_dirs": {k: str(v) for k, v in run_dirs.items()}, "serve_overrides": args.set, "clips": len(clips),
                "clip_seconds_mean": round(float(np.mean([len(c) / 16000 for c in clips])), 2), "load": []}
+    proc, url = start_server(run_dirs, log, args.set) if not args.no_serve else (None, None)
     try:
-        for model in args.models.split(","):
+        for model in args.models.split(",") if proc else []:
             # one untimed request per model first: the first call pays lazy initialisation
             import tritonclient.http as httpclient
 
             httpclient.InferenceServerClient(url, network_timeout=600).infer(model, request_inputs(model, clips[0], image))
-            for clients in (int(c) for c in args.clients.split(",")):
-                r = load_test(url, model, clients, args.seconds, args.max_requests, clips, image)
+            gate = model == "gate"
+            for clients in (int(c) for c in (args.gate_clients if gate else args.clients).split(",")):
+                r = load_test(url, model, clients, args.seconds, args.max_requests, *(
+                    (gate_clips, image, expected) if gate else (clips, image)))
                 print(json.dumps(r, ensure_ascii=False), flush=True)
                 results["load"].append(r)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-    results["in_process_nemo"] = in_process_nemo(run_dirs["asr"], paths, clips, args.seconds)
-    print(json.dumps(results["in_process_nemo"]), flush=True)
-    served = max((r["throughput_rps"] for r in results["load"] if r["model"] == "asr"), default=None)
-    if served:
-        results["served_asr_vs_in_process"] = round(served / results["in_process_nemo"]["clips_per_s"], 2)
-    print(json.dumps({k: v for k, v in results.items() if k != "load"}, ensure_ascii=False, indent=1))
+        if proc:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+    if args.deployed:
+        results["deployed_gate"] = deployed_gate(run_dirs, gate_clips, image, expected,
+                                                 [int(c) for c in args.gate_clients.split(",")], args.seconds,
+                                                 args.max_requests, args.deployed_bls.split(","))
+    if not args.no_in_process:
+        results["in_process_nemo"] = in_process_nemo(run_dirs["asr"], paths, clips, args.seconds)
+        print(json.dumps(results["in_process_nemo"]), flush=True)
+        served = max((r["throughput_rps"] for r in results["load"] if r["model"] == "asr"), default=None)
+        if served:
+            results["served_asr_vs_in_process"] = round(served / results["in_process_nemo"]["clips_per_s"], 2)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("load", "deployed_gate")}, ensure_ascii=False,
+                     indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n")
-    return 1 if any(r["errors"] for r in results["load"]) else 0
+    everything = results["load"] + results.get("deployed_gate", [])
+    return 1 if any(r["errors"] or r.get("wrong_decisions") for r in everything) else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ deployed repository's gate model.py imports this module too).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,3 +54,25 @@ def decide(transcript: str, scores, labels, name: str, gate_cfg) -> Decision:
         template = refusals[mask] if mask in refusals else refusals["without_mask"]
     return Decision(transcript=transcript, phrase_ok=phrase_ok, cer=error, mask=mask, admit=admit, reason=reason,
                     reply_text=str(template).format(name=name))
+
+
+class ReplyCache:
+    """Spoken replies by (text, TTS model), least recently used dropped beyond `size` (0: no cache). The
+    gate's replies repeat (one greeting, a few refusals, the same residents' names): each is synthesised once."""
+
+    def __init__(self, size: int):
+        self.size, self._items, self._lock = int(size), OrderedDict(), threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key, audio):
+        with self._lock:
+            if self.size > 0:
+                self._items[key] = audio
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return audio

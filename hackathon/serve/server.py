@@ -67,7 +67,9 @@ def load_predictors(run_dirs: dict[str, Path]) -> dict:
     predictors = {}
     for task, run_dir in run_dirs.items():
         module = importlib.import_module(f"tasks.{task}.onnx_infer")
-        predictors[task] = module.load(run_dir)
+        # the run's HiFiGAN when it exported one: a network call instead of Griffin-Lim's iterations
+        hifigan = task == "tts" and (run_dir / "export" / module.HIFIGAN_ONNX).is_file()
+        predictors[task] = module.load(run_dir, vocoder="hifigan") if hifigan else module.load(run_dir)
     return predictors
 
 
@@ -96,7 +98,14 @@ def _per_request(requests, model: str, limits: dict, run_rows: Callable[[dict], 
     and split the outputs back per request."""
     from hackathon.serve.inputs import decode_request
 
-    decoded = [decode_request(model, {k: np.asarray(v) for k, v in r.items()}, limits) for r in requests]
+    return run_decoded([decode_request(model, {k: np.asarray(v) for k, v in r.items()}, limits) for r in requests],
+                       run_rows)
+
+
+def run_decoded(decoded: list[dict], run_rows: Callable[[dict], list[dict]]) -> list[dict]:
+    """The decoded requests of one dynamic batch -> one predictor call over all their rows -> outputs per request."""
+    if not decoded:
+        return []
     counts = [len(next(iter(d.values()))) for d in decoded]
     flat = {k: [row for d in decoded for row in d[k]] for k in decoded[0]}
     rows = run_rows(flat)
@@ -142,6 +151,9 @@ class Models:
         self.limits = limits if limits is not None else OmegaConf.to_container(cfg.limits, resolve=True)
         self.gate_cfg = OmegaConf.to_container(cfg.gate, resolve=True) if cfg is not None else None
         self.tts_rate = int(self.tts.sample_rate) if self.tts is not None else None
+        from hackathon.serve.gate import ReplyCache
+
+        self.replies = ReplyCache(self.gate_cfg["reply_cache"] if self.gate_cfg else 0)
 
     # each run_* takes the flattened rows of one dynamic batch and returns one output dict per row
     def run_asr(self, rows: dict) -> list[dict]:
@@ -174,7 +186,10 @@ class Models:
 
         _, scores, labels = detection
         d = decide(transcript, scores, labels, name, self.gate_cfg)
-        reply = np.asarray(self.tts.synthesize(d.reply_text), dtype=np.float32).reshape(-1)
+        key = (d.reply_text, str(self.tts.export_dir))  # the same text from another TTS run is another reply
+        reply = self.replies.get(key)
+        if reply is None:
+            reply = self.replies.put(key, np.asarray(self.tts.synthesize(d.reply_text), dtype=np.float32).reshape(-1))
         return {"transcript": np.array([d.transcript.encode("utf-8")], dtype=object),
                 "phrase_ok": np.array([d.phrase_ok]), "mask": np.array([d.mask.encode("utf-8")], dtype=object),
                 "admit": np.array([d.admit]), "reply_text": np.array([d.reply_text.encode("utf-8")], dtype=object),
@@ -273,7 +288,8 @@ def serve(asr: Path | None = None, tts: Path | None = None, detect: Path | None 
             triton.bind(model_name=name, infer_func=models.callable_for(name), inputs=inputs, outputs=outputs,
                         config=ModelConfig(max_batch_size=int(cfg.server.max_batch_size),
                                            batcher=DynamicBatcher(
-                                               max_queue_delay_microseconds=int(cfg.server.max_queue_delay_us))),
+                                               max_queue_delay_microseconds=int(cfg.server.max_queue_delay_us),
+                                               preferred_batch_size=list(cfg.server.preferred_batch_sizes) or None)),
                         strict=True)
         try:
             triton.run()

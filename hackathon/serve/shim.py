@@ -87,6 +87,23 @@ def install(limits: dict, models: tuple[str, ...] = ("asr", "tts", "detect", "ga
             result[key] = with_shim(self.model_name, result[key].decode("utf-8"), key).encode("utf-8")
         return result
 
+    from pytriton.model_config import generator
+
+    gen = generator.ModelConfigGenerator
+    get_config = getattr(gen.get_config, "_hackathon_original", gen.get_config)
+
+    def ragged_config(self) -> dict:
+        """Clips and images of different sizes join one dynamic batch (Triton batches only equal shapes
+        otherwise; our callables take the list of requests and pad themselves)."""
+        config = get_config(self)
+        if config.get("name") in models:
+            for item in config.get("input", []):
+                if -1 in item["dims"]:
+                    item["allow_ragged_batch"] = True
+        return config
+
+    ragged_config._hackathon_original = get_config
+    gen.get_config = ragged_config
     generate_model._hackathon_original = generate
     get_proxy_model_files._hackathon_original = files
     cls.generate_model = generate_model

@@ -90,7 +90,8 @@ def _batchable(inputs: list[TensorSig], outputs: list[TensorSig]) -> bool:
     return len(names) == 1 and "" not in names
 
 
-def network_config(name: str, inputs, outputs, platform: str, max_batch_size: int, queue_delay_us: int):
+def network_config(name: str, inputs, outputs, platform: str, max_batch_size: int, queue_delay_us: int,
+                   instances: int = 1):
     from tritonclient.grpc import model_config_pb2 as mc
 
     batch = max_batch_size if _batchable(inputs, outputs) else 0
@@ -98,14 +99,16 @@ def network_config(name: str, inputs, outputs, platform: str, max_batch_size: in
     for tensors, field in ((inputs, config.input), (outputs, config.output)):
         for t in tensors:
             dims = t.dims[1:] if batch else t.dims
-            field.add(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=dims or [1])
+            tensor = field.add(name=t.name, data_type=mc.DataType.Value(t.data_type), dims=dims or [1])
+            if batch and not dims:  # one value per row ([B], e.g. ASR `length`): clients send [B, 1]
+                tensor.reshape.SetInParent()
     if batch:
         config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=instances)
     return config
 
 
-def python_config(name: str, max_batch_size: int, queue_delay_us: int):
+def python_config(name: str, max_batch_size: int, queue_delay_us: int, instances: int = 1, preferred=()):
     """The stable interface (hackathon/serve/server.py tensor_interface) as a Python-backend config."""
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -115,11 +118,16 @@ def python_config(name: str, max_batch_size: int, queue_delay_us: int):
     inputs, outputs = INTERFACE[name]
     for tensors, field in ((inputs, config.input), (outputs, config.output)):
         for tname, dtype, dims in tensors:
-            field.add(name=tname, data_type=mc.DataType.Value("TYPE_STRING" if dtype == "BYTES" else f"TYPE_{dtype}"),
-                      dims=list(dims))
+            tensor = field.add(name=tname, dims=list(dims),
+                               data_type=mc.DataType.Value("TYPE_STRING" if dtype == "BYTES" else f"TYPE_{dtype}"))
+            if field is config.input and -1 in dims:
+                # clips and images of different sizes join one batch (Triton only batches equal shapes otherwise);
+                # the Python model reads each request on its own and pads (measured: 8 clips = 8 calls without)
+                tensor.allow_ragged_batch = True
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
+    config.dynamic_batching.preferred_batch_size.extend(preferred)
     # Pre/post-processing is CPU work; the networks it calls run on the GPU instances above.
-    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+    config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
     return config
 
 
@@ -233,6 +241,7 @@ def _write_into(out: Path, run_dirs: dict[str, Path], cfg) -> dict:
     from omegaconf import OmegaConf
 
     max_batch, delay = int(cfg.server.max_batch_size), int(cfg.server.max_queue_delay_us)
+    instances = {m: int(n) for m, n in cfg.deploy.instances.items()}
     summary = {"models": {}}
     network_files: dict[str, dict[str, Path]] = {"asr": {}, "tts": {}, "detect": {}}
     bls: dict[str, dict] = {"asr": {}, "tts": {}, "detect": {}}
@@ -250,9 +259,11 @@ def _write_into(out: Path, run_dirs: dict[str, Path], cfg) -> dict:
         version_dir = out / model / "1"
         version_dir.mkdir(parents=True)
         shutil.copy2(source, version_dir / filename)
-        write_config(out / model, network_config(model, inputs, outputs, platform, max_batch, delay))
+        write_config(out / model, network_config(model, inputs, outputs, platform, max_batch, delay,
+                                                     instances[model]))
         network_files[task][onnx_name] = version_dir / filename
-        bls[task][onnx_name] = {"model": model, "inputs": [t.name for t in inputs], "outputs": [t.name for t in outputs]}
+        bls[task][onnx_name] = {"model": model, "inputs": [t.name for t in inputs], "outputs": [t.name for t in outputs],
+                                "per_row": [t.name for t in inputs + outputs if len(t.dims) == 1 and _batchable(inputs, outputs)]}
         summary["models"][model] = platform
     limits = OmegaConf.to_container(cfg.limits, resolve=True)
     gate = OmegaConf.to_container(cfg.gate, resolve=True)
@@ -261,13 +272,14 @@ def _write_into(out: Path, run_dirs: dict[str, Path], cfg) -> dict:
         version_dir.mkdir(parents=True)
         settings = {"model": model, "limits": limits}
         if model == "gate":
-            settings["gate"] = gate
+            settings.update(gate=gate, concurrent_bls=bool(cfg.deploy.concurrent_bls))
         else:
             _link_run(run_dirs[model], version_dir / "run", network_files[model])
             settings["bls"] = bls[model]
         (version_dir / "model.py").write_text(PYTHON_MODEL_PY.format(code=CONTAINER_CODE))
         (version_dir / "hackathon_model.json").write_text(json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
-        write_config(out / model, python_config(model, max_batch, delay))
+        write_config(out / model, python_config(model, max_batch, delay, instances[model],
+                                                preferred=list(cfg.server.preferred_batch_sizes)))
         summary["models"][model] = "python"
     (out / "requirements.txt").write_text("\n".join(_package_pins()) + "\n")
     image = str(cfg.deploy.image)

@@ -88,6 +88,7 @@ def test_repository_layout_and_every_config_parses_with_tritons_protobuf(fake_ru
     assert [(i.name, mc.DataType.Name(i.data_type), list(i.dims)) for i in enc.input] == \
         [("audio_signal", "TYPE_FP32", [64, -1])]
     assert enc.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    assert [g.count for g in configs["gate"].instance_group] == [2]  # deploy.instances of the serve spec
     assert (out / "asr_encoder" / "1" / "model.onnx").is_file()
     ssd = configs["detect_ssd"]  # one image of any size, no batch axis: no dynamic batching
     assert ssd.max_batch_size == 0 and not ssd.HasField("dynamic_batching")
@@ -106,7 +107,7 @@ def test_repository_layout_and_every_config_parses_with_tritons_protobuf(fake_ru
     assert not (out / "asr" / "1" / "run" / "export" / "asr_model.nemo").exists()
     settings = json.loads((out / "tts" / "1" / "hackathon_model.json").read_text())
     assert settings["bls"]["fastpitch.onnx"] == {"model": "tts_fastpitch", "inputs": ["text", "pitch", "pace"],
-                                                 "outputs": ["spect"]}
+                                                 "outputs": ["spect"], "per_row": []}
     assert json.loads((out / "gate" / "1" / "hackathon_model.json").read_text())["gate"]["pass_phrase"] == "你好大白请让我进入小区"
     assert "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in (out / "Dockerfile").read_text()
     assert any(line.startswith("nemo_toolkit==") for line in (out / "requirements.txt").read_text().splitlines())

@@ -180,3 +180,17 @@ def test_without_the_libpython_fix_models_fail_to_load(tmp_path):
         pytest.skip("this interpreter's libpython is the one the stub loads: nothing to show")
     out = _run_tiny("plain", env, tmp_path)
     assert "_recursion_count" in out and "RESULT ok" not in out, out[-3000:]
+
+
+def test_reply_cache_is_bounded_and_drops_the_least_recently_used():
+    from hackathon.serve.gate import ReplyCache
+
+    cache = ReplyCache(2)
+    a = cache.put(("您好", "run1"), np.ones(3, dtype=np.float32))
+    cache.put(("您好", "run2"), np.zeros(3, dtype=np.float32))  # same text, another TTS model: another reply
+    assert cache.get(("您好", "run1")) is a  # now the most recent
+    cache.put(("再见", "run1"), np.ones(1, dtype=np.float32))
+    assert cache.get(("您好", "run2")) is None and cache.get(("您好", "run1")) is a
+    off = ReplyCache(0)
+    off.put(("您好", "run1"), a)
+    assert off.get(("您好", "run1")) is None
