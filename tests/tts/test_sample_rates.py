@@ -16,8 +16,8 @@ from hackathon.core.errors import HackathonError
 def test_sample_rate_selects_matching_model_configs(rate, hop, window, upsample):
     from tasks.tts.model_config import check_sample_rates, spec_model_config, upsample_product
 
-    for spec in ("demo", "workstation", "demo44k"):
-        cfg = load_config("tts", spec, [f"data.sample_rate={rate}", "hifigan.enabled=true"])
+    for spec in ("demo", "workstation", "demo44k"):  # the workstation's hub vocoder needs network: scratch here
+        cfg = load_config("tts", spec, [f"data.sample_rate={rate}", "hifigan.enabled=true", "hifigan.init=scratch"])
         mels = check_sample_rates(cfg)
         assert (mels["sample_rate"], mels["n_window_stride"], mels["n_window_size"]) == (rate, hop, window), spec
         assert upsample_product(spec_model_config(cfg.hifigan)) == upsample
