@@ -30,6 +30,16 @@ def kind_of(init) -> str:
     return "hub"
 
 
+def package_dir(package: str, what: str, fix: str) -> Path:
+    """The folder of an installed Python package that ships weights (`packaged:NAME`); not installed -> the fix."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise HackathonError(f"The Python package {package} ({what}) is not installed.", fix=fix)
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def init_file(init, model: str, field: str) -> Path:
     """The local file an `init` names; a missing one is refused before any work, naming the field."""
     path = Path(str(init)).expanduser()

@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 from hackathon.core.atomic import atomic_path
 from hackathon.core.errors import HackathonError
 from hackathon.core.fingerprint import file_sha256
-from hackathon.core.init_weights import PACKAGED_PREFIX, kind_of, offline_error
+from hackathon.core.init_weights import PACKAGED_PREFIX, init_file, kind_of, offline_error, package_dir
 
 MNV2_MODEL = "ssdlite320_mobilenet_v2"
 # The model a torchvision enum's weights fit (backbones: MobileNetV2 only, as ours is built around it).
@@ -67,19 +66,15 @@ def packaged_file(init: str, field: str = "model.backbone") -> Path:
     entry = packaged_entry(init, field)
     target = hub_cache() / Path(entry["file"]).name
     if target.is_file():
-        if file_sha256(target) != entry["sha256"]:
-            raise HackathonError(f"{target} (for {init}) has sha256 {file_sha256(target)}, expected {entry['sha256']}.",
+        if (found := file_sha256(target)) != entry["sha256"]:
+            raise HackathonError(f"{target} (for {init}) has sha256 {found}, expected {entry['sha256']}.",
                                  fix=f"Delete that file (a broken download); {field}={init} then copies it again.")
         return target
-    spec = importlib.util.find_spec(entry["package"])
-    if spec is None or not spec.submodule_search_locations:
-        raise HackathonError(f"{field}={init}: the package {entry['package']} is not installed.",
-                             fix=f"{PIP}; or {field}=scratch")
-    source = Path(list(spec.submodule_search_locations)[0]) / entry["file"]
+    source = package_dir(entry["package"], f"{field}={init}", f"{PIP}; or {field}=scratch") / entry["file"]
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-        if file_sha256(tmp) != entry["sha256"]:
-            raise HackathonError(f"{source} (packaged {init}) has sha256 {file_sha256(tmp)}, expected {entry['sha256']}; "
+        if (found := file_sha256(tmp)) != entry["sha256"]:
+            raise HackathonError(f"{source} (packaged {init}) has sha256 {found}, expected {entry['sha256']}; "
                                  "nothing was copied.", fix=f"Reinstall it: {PIP.replace('--no-deps', '--no-deps --force-reinstall')}")
     return target
 
@@ -103,8 +98,6 @@ def hub_state(name: str, field: str, model: str) -> tuple[dict, Path]:
 def load_state(init: str, field: str, model: str) -> tuple[dict, Path]:
     """(state dict, the file it came from) of a packaged, hub or local `init`."""
     import torch
-
-    from hackathon.core.init_weights import init_file
 
     kind = kind_of(init)
     if kind == "packaged":

